@@ -1,0 +1,90 @@
+"""The Python API: everything the CLI does, callable from a notebook.
+
+>>> import crosstask
+>>> crosstask.run("experiments/demo.yaml", out_dir="runs/demo")
+>>> crosstask.load_matrix("runs/demo")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional, Union
+
+import pandas as pd
+
+from . import pipeline
+from .config import Experiment, TaskRef, load_experiment, parse_experiment
+from .errors import CrosstaskError
+from .progress import Reporter
+from .store import Store
+from .tasks.base import Example
+from .tasks.data import build_examples
+from .tasks.registry import TaskFamily, list_families
+
+ExperimentLike = Union[str, Path, dict, Experiment]
+
+
+def experiment(spec: ExperimentLike) -> Experiment:
+    """An experiment from a YAML path, a dict of settings, or an :class:`Experiment`."""
+    if isinstance(spec, Experiment):
+        return spec
+    if isinstance(spec, dict):
+        return parse_experiment(spec)
+    return load_experiment(spec)
+
+
+def run(spec: ExperimentLike, out_dir: Optional[Union[str, Path]] = None, progress: bool = True,
+        executor=None) -> Path:
+    """Run or resume an experiment; returns the path of ``report.html``."""
+    parsed = experiment(spec)
+    base_dir = Path(spec).parent if isinstance(spec, (str, Path)) else Path(".")
+    out = Path(out_dir) if out_dir is not None else Path("runs") / parsed.name
+    return pipeline.run(parsed, out, base_dir=base_dir, executor=executor, reporter=Reporter(enabled=progress))
+
+
+def report(run_dir: Union[str, Path]) -> Path:
+    """Rebuild matrix.csv, intervals.csv, traits.json and report.html from a run's store."""
+    return pipeline.report(Path(run_dir))
+
+
+def tasks() -> list[TaskFamily]:
+    return list_families()
+
+
+def example(task: str, seed: int = 0) -> Example:
+    """One example of a registered task with its default options."""
+    return sample(task, 1, seed)[0]
+
+
+def _store(run_dir: Union[str, Path]) -> Store:
+    path = Path(run_dir) / "results.sqlite"
+    if not path.is_file():
+        raise CrosstaskError(f"{run_dir} is not a crosstask run directory (no results.sqlite)")
+    return Store(path)
+
+
+def load_matrix(run_dir: Union[str, Path]) -> pd.DataFrame:
+    """The transfer matrix: rows 'base' then one per source adapter, columns the targets."""
+    return pd.read_csv(Path(run_dir) / "matrix.csv", index_col="model")
+
+
+def load_items(run_dir: Union[str, Path]) -> pd.DataFrame:
+    """Every evaluated item: prompt, gold, prediction, correct, log-likelihoods, generated text."""
+    items = _store(run_dir).items()
+    items["logliks"] = items["logliks"].map(lambda text: json.loads(text) if isinstance(text, str) else None)
+    return items
+
+
+def load_cells(run_dir: Union[str, Path]) -> pd.DataFrame:
+    return _store(run_dir).cells()
+
+
+def load_traits(run_dir: Union[str, Path]) -> dict:
+    return json.loads((Path(run_dir) / "traits.json").read_text())
+
+
+def sample(task: str, n: int, seed: int = 0, split: str = "train", **options) -> list[Example]:
+    """Examples of a registered task, e.g. ``sample("word_problems", 5, solution_style="verbose")``."""
+    return build_examples(TaskRef(task=task, options=options), split, n, seed)
+

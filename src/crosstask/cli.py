@@ -1,0 +1,79 @@
+"""``crosstask`` command line: a thin layer over :mod:`crosstask.api`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .errors import CrosstaskError
+
+
+
+def _run(args) -> None:
+    from . import api
+
+    report = api.run(args.experiment, out_dir=args.out, progress=not args.quiet)
+    print(f"report: {report}")
+
+
+def _report(args) -> None:
+    from . import api
+
+    print(f"report: {api.report(args.run_dir)}")
+
+
+def _tasks(args) -> None:
+    from . import api
+
+    for family in api.tasks():
+        spec = family.spec
+        labels = f" labels: {', '.join(spec.labels)}" if spec.labels else ""
+        print(f"== {spec.name} ({spec.answer_type}){labels}")
+        if spec.description:
+            print(f"   {spec.description}")
+        options = family.options_model.model_fields
+        if options:
+            print("   options: " + ", ".join(f"{name}={field.default!r}" for name, field in options.items()))
+        example = api.example(spec.name)
+        print("   " + (spec.prompt(example) + spec.completion(example)).replace("\n", "\n   "))
+        print()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crosstask", description=__doc__.split(":")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train every source adapter, evaluate every model on every target, report")
+    run.add_argument("experiment", help="experiment YAML file")
+    run.add_argument("--out", default=None, help="run directory (default: runs/<name>); an existing one is resumed")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(handler=_run)
+
+    report = commands.add_parser("report", help="rebuild matrix.csv, traits.json and report.html from a run's store")
+    report.add_argument("run_dir")
+    report.set_defaults(handler=_report)
+
+    tasks = commands.add_parser("tasks", help="list the registered tasks with one rendered example each")
+    tasks.set_defaults(handler=_tasks)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except KeyboardInterrupt:
+        print("crosstask: interrupted; finished work is kept, run the same command again to resume", file=sys.stderr)
+        return 130
+    except CrosstaskError as error:
+        if os.environ.get("CROSSTASK_DEBUG"):
+            raise
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"crosstask: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

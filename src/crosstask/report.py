@@ -1,0 +1,352 @@
+"""A self-contained HTML report of one run: the transfer matrix, its significance and latent traits.
+
+Figures are also written as PNGs next to the report so they can go straight into a paper; the HTML
+embeds them as data URIs, so the single file opens from disk or an e-mail with nothing external.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import yaml
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from matplotlib.figure import Figure
+
+from .analysis.traits import BASE, LatentTraits
+
+DIVERGING = "vlag"
+SEQUENTIAL = "crest"
+DPI = 150
+TEMPLATES = Path(__file__).with_name("templates")
+STYLE = {"font.size": 10, "axes.titlesize": 12, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9}
+
+
+@dataclass(frozen=True)
+class FigureEntry:
+    title: str
+    caption: str
+    path: Path
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.path.read_bytes()).decode("ascii")
+
+
+def write_report(
+    out_dir: str | Path,
+    matrix: pd.DataFrame,
+    intervals: pd.DataFrame | None,
+    traits: LatentTraits | None,
+    meta: dict,
+) -> Path:
+    """Write the figures and ``report.html`` into ``out_dir``; return the HTML path.
+
+    ``intervals`` (from :func:`paired_bootstrap`) may be None when no item-level scores exist;
+    ``traits`` is None when the run has too few adapters for PCA.
+    """
+    missing = {"name", "base_model", "settings", "created"} - set(meta)
+    if missing:
+        raise ValueError(f"meta is missing keys: {', '.join(sorted(missing))}")
+    if BASE not in matrix.index:
+        raise ValueError(f"matrix needs a row named {BASE!r}")
+    adapters = matrix.drop(index=BASE).astype(float)
+    if adapters.empty:
+        raise ValueError("matrix has no adapter rows")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    base = matrix.loc[BASE].astype(float)
+    delta_pp = (adapters - base) * 100
+    significant = _significance_grid(intervals, delta_pp)
+    confidence = _confidence_text(intervals)
+
+    with sns.axes_style("white"), sns.plotting_context(rc=STYLE):
+        matrix_figures = [
+            _delta_figure(out_dir, delta_pp, significant, confidence),
+            _raw_figure(out_dir, matrix.loc[[BASE, *adapters.index]].astype(float) * 100),
+        ]
+        trait_figures = _trait_figures(out_dir, traits) if traits is not None else []
+
+    environment = Environment(
+        loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True,
+    )
+    html = environment.get_template("report.html").render(
+        meta=meta,
+        settings_yaml=_as_yaml(meta["settings"]),
+        timings=_timing_rows(meta.get("timings") or {}),
+        notes=meta.get("notes") or [],
+        n_adapters=len(adapters),
+        n_targets=len(matrix.columns),
+        reading=_reading(delta_pp, significant, confidence),
+        confidence=confidence,
+        table=_matrix_table(base, adapters, delta_pp, significant),
+        matrix_figures=matrix_figures,
+        trait_figures=trait_figures,
+        traits=_traits_rows(traits) if traits is not None else None,
+        traits_input=traits.input if traits is not None else None,
+        traits_skipped=_traits_skip_reason(adapters) if traits is None else None,
+    )
+    path = out_dir / "report.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------- figures
+
+
+def _heatmap(
+    path: Path,
+    values: pd.DataFrame,
+    labels: pd.DataFrame,
+    *,
+    title: str,
+    colorbar: str,
+    cmap: str,
+    limits: tuple[float, float],
+    xlabel: str,
+    ylabel: str,
+    bold: pd.DataFrame | None = None,
+    footnote: str | None = None,
+    line_below_row: int | None = None,
+) -> Path:
+    """One annotated heatmap, sized so every cell stays readable whatever the matrix shape."""
+    n_rows, n_cols = values.shape
+    figure = Figure(figsize=(max(4.5, 2.2 + 0.85 * n_cols), max(3.0, 1.6 + 0.42 * n_rows)), layout="constrained")
+    axes = figure.add_subplot()
+    sns.heatmap(
+        values, ax=axes, cmap=cmap, vmin=limits[0], vmax=limits[1], annot=labels.to_numpy(), fmt="",
+        annot_kws={"fontsize": 9}, linewidths=0.6, linecolor="white", cbar_kws={"label": colorbar},
+    )
+    if bold is not None:
+        for text in axes.texts:  # seaborn writes one text per cell, centred at (column + .5, row + .5)
+            column, row = (int(coordinate) for coordinate in text.get_position())
+            if bold.iat[row, column]:
+                text.set_fontweight("bold")
+    if line_below_row is not None:
+        axes.axhline(line_below_row, color="black", linewidth=2)
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    axes.tick_params(axis="x", labelrotation=35)
+    axes.tick_params(axis="y", labelrotation=0)
+    for label in axes.get_xticklabels():
+        label.set(ha="right", rotation_mode="anchor")
+    if footnote:
+        figure.supxlabel(footnote, x=0.01, ha="left", fontsize=9, style="italic")
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
+def _symmetric(values: pd.DataFrame | np.ndarray) -> tuple[float, float]:
+    """Colour limits centred on zero, so white always means 'no change'."""
+    largest = float(np.nanmax(np.abs(np.asarray(values, dtype=float)))) if np.size(values) else 0.0
+    largest = largest or 1.0
+    return -largest, largest
+
+
+def _delta_figure(out_dir: Path, delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str) -> FigureEntry:
+    labels = delta_pp.map("{:+.1f}".format) + significant.map({True: "*", False: ""}.get)
+    marked = int(significant.to_numpy().sum())
+    footnote = f"Bold with * : the {confidence} excludes 0." if confidence else "No item-level scores: significance not shown."
+    path = _heatmap(
+        out_dir / "matrix_delta.png", delta_pp, labels, bold=significant, footnote=footnote,
+        title="Transfer: adapter minus base", colorbar="Δ from base (pp)", cmap=DIVERGING,
+        limits=_symmetric(delta_pp), xlabel="target task", ylabel="adapter (source)",
+    )
+    caption = (
+        "Difference from the base model in percentage points, per adapter (row) and target (column); "
+        f"red is a gain, blue a loss. {marked} of {delta_pp.size} cells are marked significant."
+    )
+    return FigureEntry("Transfer matrix (difference from base)", caption, path)
+
+
+def _raw_figure(out_dir: Path, accuracy_pct: pd.DataFrame) -> FigureEntry:
+    path = _heatmap(
+        out_dir / "matrix_raw.png", accuracy_pct, accuracy_pct.map("{:.1f}".format),
+        title="Scores: base model and adapters", colorbar="score (%)", cmap=SEQUENTIAL, limits=(0, 100),
+        xlabel="target task", ylabel="model", line_below_row=1,
+    )
+    caption = "Score in percent of every model on every target; the base model is the top row, above the line."
+    return FigureEntry("Scores (base and adapters)", caption, path)
+
+
+def _trait_figures(out_dir: Path, traits: LatentTraits) -> list[FigureEntry]:
+    return [
+        _scree_figure(out_dir / "scree.png", traits),
+        _loadings_figure(out_dir / "loadings.png", traits),
+        _weights_figure(out_dir / "weights.png", traits),
+    ]
+
+
+def _loadings_figure(path: Path, traits: LatentTraits) -> FigureEntry:
+    loadings = traits.components_frame()
+    _heatmap(
+        path, loadings, loadings.map("{:+.2f}".format), title="Task loadings", colorbar="loading",
+        cmap=DIVERGING, limits=_symmetric(loadings), xlabel="target task", ylabel="component",
+    )
+    caption = (
+        "Loading of every target task on each component (rows); tasks with large loadings of the same "
+        "sign move together and name the trait."
+    )
+    return FigureEntry("Task loadings", caption, path)
+
+
+def _weights_figure(path: Path, traits: LatentTraits) -> FigureEntry:
+    # Delta/raw weights are in score units (fractions); percentage points read more naturally.
+    if traits.input == "standardized":
+        weights, unit, label = traits.weights_frame(), "SD units", "{:+.2f}".format
+    else:
+        weights, unit, label = traits.weights_frame() * 100, "pp", "{:+.1f}".format
+    _heatmap(
+        path, weights, weights.map(label), title="Adapter weights on components", colorbar=f"weight ({unit})",
+        cmap=DIVERGING, limits=_symmetric(weights), xlabel="component", ylabel="adapter (source)",
+    )
+    caption = (
+        f"Score of every adapter on each component ({unit}): its ability profile. A positive weight means "
+        "the adapter moves the targets the way the component's positive loadings point."
+    )
+    return FigureEntry("Adapter ability profiles", caption, path)
+
+
+def _scree_figure(path: Path, traits: LatentTraits) -> FigureEntry:
+    names = traits.components_frame().index
+    percent = traits.explained_variance_ratio_ * 100
+    cumulative = np.cumsum(percent)
+    figure = Figure(figsize=(max(4.5, 1.8 + 0.6 * len(names)), 3.4), layout="constrained")
+    axes = figure.add_subplot()
+    # Percentages go in the tick labels: above the bars they would collide with the cumulative line.
+    ticks = [f"{name}\n{value:.0f} %" for name, value in zip(names, percent)]
+    axes.bar(ticks, percent, color=sns.color_palette(SEQUENTIAL)[2], label="per component")
+    axes.plot(ticks, cumulative, color="black", marker="o", markersize=4, label="cumulative")
+    axes.set(title="Explained variance", ylabel="variance explained (%)", ylim=(0, 105))
+    axes.legend(loc="center right", frameon=False, fontsize=9)
+    sns.despine(ax=axes)
+    figure.savefig(path, dpi=DPI)
+    at = min(len(cumulative), 4)
+    caption = (
+        f"Share of the variance between adapters explained by each component (bars) and cumulatively (line); "
+        f"the first {at} explain {cumulative[at - 1]:.0f} %."
+    )
+    return FigureEntry("Scree plot", caption, path)
+
+
+# ------------------------------------------------------------------------------------ page content
+
+
+def _significance_grid(intervals: pd.DataFrame | None, delta_pp: pd.DataFrame) -> pd.DataFrame:
+    """Boolean adapters x targets frame; cells without an interval count as not significant."""
+    if intervals is None or intervals.empty:
+        return pd.DataFrame(False, index=delta_pp.index, columns=delta_pp.columns)
+    grid = intervals.pivot(index="model", columns="target", values="significant")
+    return grid.reindex(index=delta_pp.index, columns=delta_pp.columns).fillna(False).astype(bool)
+
+
+def _confidence_text(intervals: pd.DataFrame | None) -> str:
+    """'95 % paired bootstrap interval', or '' when there are no intervals to describe."""
+    if intervals is None:
+        return ""
+    confidence = intervals.attrs.get("confidence")
+    return f"{confidence * 100:g} % paired bootstrap interval" if confidence else "paired bootstrap interval"
+
+
+def _reading(delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str) -> list[str]:
+    """A few sentences that read the matrix, all computed from it."""
+    per_adapter = delta_pp.mean(axis=1)
+    per_target = delta_pp.mean(axis=0)
+    n_targets = delta_pp.shape[1]
+    best, worst = per_adapter.idxmax(), per_adapter.idxmin()
+    if len(per_adapter) == 1:
+        sentences = [f"Averaged over {n_targets} targets, the adapter {best} scores {per_adapter[best]:+.1f} pp against base."]
+    else:
+        sentences = [
+            f"Averaged over {n_targets} targets, {best} gains most ({per_adapter[best]:+.1f} pp against base) "
+            f"and {worst} least ({per_adapter[worst]:+.1f} pp)."
+        ]
+    row, column = np.unravel_index(np.nanargmax(np.abs(delta_pp.to_numpy())), delta_pp.shape)
+    sentences.append(
+        f"The largest single change is {delta_pp.index[row]} on {delta_pp.columns[column]} "
+        f"({delta_pp.iat[row, column]:+.1f} pp); across adapters, the target {per_target.idxmax()} gains most "
+        f"on average ({per_target.max():+.1f} pp) and {per_target.idxmin()} least ({per_target.min():+.1f} pp)."
+    )
+    if confidence:
+        gains = int((significant & (delta_pp > 0)).to_numpy().sum())
+        losses = int((significant & (delta_pp < 0)).to_numpy().sum())
+        sentences.append(
+            f"{gains + losses} of {delta_pp.size} adapter-target cells differ significantly from base "
+            f"(the {confidence} excludes 0): {gains} gains, {losses} losses."
+        )
+    else:
+        sentences.append("No item-level scores were given, so no cell is tested for significance.")
+    return sentences
+
+
+def _matrix_table(base: pd.Series, adapters: pd.DataFrame, delta_pp: pd.DataFrame, significant: pd.DataFrame) -> dict:
+    """Rows of cells for the HTML matrix: base first, adapter cells coloured by their difference."""
+    colormap = sns.color_palette(DIVERGING, as_cmap=True)
+    low, high = _symmetric(delta_pp)
+
+    def style(delta: float) -> str:
+        red, green, blue, _ = colormap((delta - low) / (high - low))
+        ink = "#000" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "#fff"
+        return f"background:#{int(red * 255):02x}{int(green * 255):02x}{int(blue * 255):02x};color:{ink}"
+
+    def cell(score: float, delta: float | None = None, mark: bool = False) -> dict:
+        if np.isnan(score):  # a target this model was not evaluated on (yet)
+            return {"score": "–", "delta": "", "style": ""}
+        if delta is None:
+            return {"score": f"{score * 100:.1f}", "delta": "", "style": ""}
+        return {"score": f"{score * 100:.1f}", "delta": f"{delta:+.1f}{'*' if mark else ''}", "style": style(delta)}
+
+    rows = [{"name": BASE, "cells": [cell(v) for v in base] + [cell(base.mean())]}]
+    for name in adapters.index:
+        cells = [cell(adapters.at[name, t], delta_pp.at[name, t], significant.at[name, t]) for t in adapters.columns]
+        cells.append(cell(adapters.loc[name].mean(), delta_pp.loc[name].mean()))
+        rows.append({"name": name, "cells": cells})
+    return {"columns": [*map(str, adapters.columns), "mean"], "rows": rows}
+
+
+def _traits_rows(traits: LatentTraits) -> list[dict]:
+    loadings = traits.components_frame()
+    cumulative = np.cumsum(traits.explained_variance_ratio_)
+    return [
+        {
+            "name": name,
+            "explained": f"{ratio * 100:.1f}",
+            "cumulative": f"{total * 100:.1f}",
+            "top_tasks": ", ".join(f"{task} ({loadings.at[name, task]:+.2f})" for task in tasks),
+        }
+        for name, ratio, total, tasks in zip(loadings.index, traits.explained_variance_ratio_, cumulative, traits.top_tasks_)
+    ]
+
+
+def _traits_skip_reason(adapters: pd.DataFrame) -> str:
+    if len(adapters) < 2:
+        return f"Latent traits need at least two adapters to compare; this run has {len(adapters)}."
+    if adapters.shape[1] < 2:
+        return f"Latent traits need at least two target tasks; this run has {adapters.shape[1]}."
+    return "No latent-trait analysis was given for this run."
+
+
+def _timing_rows(timings: dict) -> list[tuple[str, str]]:
+    rows = [(str(stage), _duration(float(seconds))) for stage, seconds in timings.items()]
+    if len(rows) > 1:
+        rows.append(("total", _duration(sum(float(seconds) for seconds in timings.values()))))
+    return rows
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {seconds:02d} s"
+
+
+def _as_yaml(settings: dict) -> str:
+    # The JSON round trip turns paths, enums and the like into plain strings that YAML can dump.
+    return yaml.safe_dump(json.loads(json.dumps(settings, default=str)), sort_keys=False, allow_unicode=True).strip()

@@ -1,0 +1,156 @@
+"""The results store: one SQLite file per run directory (runs, adapters, cells, items).
+
+A cell (one model on one target) is written in a single transaction together with all its items,
+so a run killed at any moment leaves either the whole cell or none of it. Every adapter and cell
+carries the content key of the work that produced it; work whose key changed is done again.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Iterable, Optional
+
+import pandas as pd
+
+from .evaluation import ItemResult
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL,
+    finished REAL,
+    experiment TEXT NOT NULL,      -- the validated experiment, as JSON
+    base_model TEXT NOT NULL,
+    model_key TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS adapters (
+    name TEXT PRIMARY KEY,         -- the source's label, also the row name in the matrix
+    key TEXT NOT NULL,
+    task TEXT NOT NULL,
+    path TEXT NOT NULL,            -- relative to the run directory
+    metrics TEXT NOT NULL,         -- training metrics, as JSON
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+    model TEXT NOT NULL,           -- 'base' or an adapter name
+    target TEXT NOT NULL,
+    key TEXT NOT NULL,
+    task TEXT NOT NULL,
+    answer_type TEXT NOT NULL,
+    n_items INTEGER NOT NULL,
+    score REAL NOT NULL,           -- the primary metric: acc (choice) or exact match (generate)
+    score_norm REAL,               -- choice: acc_norm
+    seconds REAL NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (model, target)
+);
+CREATE TABLE IF NOT EXISTS items (
+    model TEXT NOT NULL,
+    target TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    gold TEXT NOT NULL,
+    prediction TEXT NOT NULL,
+    correct INTEGER NOT NULL,
+    prediction_norm TEXT,
+    correct_norm INTEGER,
+    logliks TEXT,                  -- choice: {label: summed log-likelihood}, as JSON
+    generated TEXT,                -- generate: the model's text
+    generated_tokens INTEGER,
+    PRIMARY KEY (model, target, item)
+);
+"""
+
+
+class Store:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with closing(self._connect()) as connection, connection:
+            connection.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, timeout=60)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")
+        return connection
+
+    # --- runs -------------------------------------------------------------------------------
+    def start_run(self, experiment_json: str, base_model: str, model_key: str) -> int:
+        with closing(self._connect()) as connection, connection:
+            cursor = connection.execute(
+                "INSERT INTO runs (started, experiment, base_model, model_key) VALUES (?, ?, ?, ?)",
+                (time.time(), experiment_json, base_model, model_key),
+            )
+            return int(cursor.lastrowid)
+
+    def finish_run(self, run_id: int) -> None:
+        with closing(self._connect()) as connection, connection:
+            connection.execute("UPDATE runs SET finished = ? WHERE id = ?", (time.time(), run_id))
+
+    def latest_run(self) -> Optional[dict]:
+        with closing(self._connect()) as connection:
+            connection.row_factory = sqlite3.Row
+            row = connection.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        return dict(row) if row else None
+
+    # --- adapters ---------------------------------------------------------------------------
+    def adapter_key(self, name: str) -> Optional[str]:
+        with closing(self._connect()) as connection:
+            row = connection.execute("SELECT key FROM adapters WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def put_adapter(self, name: str, key: str, task: str, path: str, metrics: dict) -> None:
+        with closing(self._connect()) as connection, connection:
+            connection.execute(
+                "INSERT OR REPLACE INTO adapters (name, key, task, path, metrics, created) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, key, task, path, json.dumps(metrics), time.time()),
+            )
+
+    def adapters(self) -> pd.DataFrame:
+        with closing(self._connect()) as connection:
+            return pd.read_sql_query("SELECT * FROM adapters ORDER BY name", connection)
+
+    # --- cells and items --------------------------------------------------------------------
+    def cell_key(self, model: str, target: str) -> Optional[str]:
+        with closing(self._connect()) as connection:
+            row = connection.execute("SELECT key FROM cells WHERE model = ? AND target = ?", (model, target)).fetchone()
+        return row[0] if row else None
+
+    def put_cell(self, model: str, target: str, key: str, task: str, answer_type: str,
+                 results: Iterable[ItemResult], seconds: float) -> None:
+        results = list(results)
+        score = sum(result.correct for result in results) / len(results)
+        norms = [result.correct_norm for result in results if result.correct_norm is not None]
+        score_norm = sum(norms) / len(norms) if norms else None
+        with closing(self._connect()) as connection, connection:  # one transaction: all or nothing
+            connection.execute("DELETE FROM items WHERE model = ? AND target = ?", (model, target))
+            connection.executemany(
+                "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (model, target, r.index, r.prompt, r.gold, r.prediction, int(r.correct), r.prediction_norm,
+                     None if r.correct_norm is None else int(r.correct_norm),
+                     json.dumps(r.logliks) if r.logliks else None, r.generated, r.generated_tokens)
+                    for r in results
+                ],
+            )
+            connection.execute(
+                "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (model, target, key, task, answer_type, len(results), score, score_norm, seconds, time.time()),
+            )
+
+    def cells(self) -> pd.DataFrame:
+        with closing(self._connect()) as connection:
+            return pd.read_sql_query("SELECT * FROM cells", connection)
+
+    def items(self, models: Optional[list[str]] = None, targets: Optional[list[str]] = None) -> pd.DataFrame:
+        with closing(self._connect()) as connection:
+            frame = pd.read_sql_query("SELECT * FROM items ORDER BY model, target, item", connection)
+        if models is not None:
+            frame = frame[frame["model"].isin(models)]
+        if targets is not None:
+            frame = frame[frame["target"].isin(targets)]
+        return frame.reset_index(drop=True)

@@ -1,0 +1,106 @@
+"""What a task is: a small spec (prompt template, answer type, metric) plus where examples come from.
+
+A task renders every example in the plain-text format of paper 1:
+
+    <instruction>
+    <input>
+    <trigger>:<space><target>
+
+For ``choice`` tasks the target is one label of a fixed set and the model is scored by the
+log-likelihood of each label after the prompt (lm-evaluation-harness ``multiple_choice``). For
+``generate`` tasks the target is free text (e.g. a worked solution ending in ``#### 42``); the model
+generates greedily and the task extracts the answer from the text for exact match.
+"""
+
+from __future__ import annotations
+
+from ..errors import CrosstaskError
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+AnswerType = Literal["choice", "generate"]
+TARGET_DELIMITER = " "
+
+
+class TaskError(CrosstaskError):
+    """Bad task definition or data (shown to the user as one line)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    input: str
+    target: str  # the text the model is trained to write after the trigger
+    answer: str  # canonical answer scored by exact match (a label, or e.g. the final number)
+
+
+def extract_final_number(text: str) -> str:
+    """The answer of a worked solution: the number after ``####``, else the last number in the text."""
+    marked = re.search(r"####\s*(-?[\d,]*\.?\d+)", text)
+    numbers = [marked.group(1)] if marked else re.findall(r"-?[\d,]*\.?\d+", text)
+    if not numbers:
+        return ""
+    return normalize_number(numbers[-1])
+
+
+def normalize_number(number: str) -> str:
+    cleaned = number.replace(",", "").strip()
+    if re.fullmatch(r"-?\d+\.0*", cleaned):
+        cleaned = cleaned.split(".")[0]
+    return cleaned
+
+
+def first_line(text: str) -> str:
+    return text.strip().split("\n")[0].strip()
+
+
+EXTRACTORS: dict[str, Callable[[str], str]] = {
+    "final_number": extract_final_number,
+    "first_line": first_line,
+}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Everything needed to render, train and score a task; the examples come from ``source``."""
+
+    name: str
+    instruction: str
+    trigger: str
+    answer_type: AnswerType
+    labels: tuple[str, ...] = ()
+    extractor: str = "final_number"  # generate tasks: key of EXTRACTORS
+    max_new_tokens: int = 32
+    stop: tuple[str, ...] = ("\n\n",)  # generate tasks: stop strings besides end-of-sequence
+    description: str = ""
+    # label -> meaning shared across tasks (e.g. sentiment_binary "positive" -> "positive")
+    label_meanings: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.answer_type not in ("choice", "generate"):
+            raise TaskError(f"task {self.name!r}: answer_type must be 'choice' or 'generate', got {self.answer_type!r}")
+        if self.answer_type == "choice" and len(self.labels) < 2:
+            raise TaskError(f"task {self.name!r}: a choice task needs at least two labels")
+        if self.answer_type == "generate" and self.extractor not in EXTRACTORS:
+            raise TaskError(f"task {self.name!r}: unknown extractor {self.extractor!r}; known: {sorted(EXTRACTORS)}")
+
+    def prompt(self, example: Example) -> str:
+        return f"{self.instruction}\n{example.input}\n{self.trigger}:"
+
+    def completion(self, example: Example) -> str:
+        return TARGET_DELIMITER + example.target
+
+    def extract(self, generated: str) -> str:
+        return EXTRACTORS[self.extractor](generated)
+
+    def validate(self, examples: list[Example], where: str) -> None:
+        if not examples:
+            raise TaskError(f"{where}: the dataset is empty")
+        if self.answer_type == "choice":
+            allowed = set(self.labels)
+            for index, example in enumerate(examples):
+                if example.answer not in allowed:
+                    raise TaskError(
+                        f"{where}: item {index} has label {example.answer!r}, not one of {list(self.labels)}"
+                    )

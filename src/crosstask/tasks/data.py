@@ -1,0 +1,153 @@
+"""Turn one source/target entry of an experiment into a list of examples, deterministically.
+
+Train and eval sets of the same task never share an input: the pipeline builds eval sets first and
+passes their inputs as ``exclude`` when it builds training sets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Iterable, Optional
+
+from ..config import DataSource, TaskDefinition, TaskRef
+from .base import Example, TaskError, TaskSpec
+from .loaders import read_records, records_to_examples
+from .registry import TaskFamily, get_family, register_family
+
+_MAX_TRIES_PER_EXAMPLE = 50
+
+
+def register_definitions(definitions: Iterable[TaskDefinition]) -> None:
+    """Register the tasks an experiment declares in its ``tasks:`` block."""
+    for definition in definitions:
+        spec = TaskSpec(
+            name=definition.name,
+            instruction=definition.instruction,
+            trigger=definition.trigger,
+            answer_type=definition.answer_type,
+            labels=tuple(definition.labels),
+            extractor=definition.extractor,
+            max_new_tokens=definition.max_new_tokens,
+            stop=tuple(definition.stop),
+            description=definition.description,
+            label_meanings=dict(definition.label_meanings),
+        )
+        register_family(TaskFamily(spec, data=definition.data.model_dump()), replace=True)
+
+
+def resolve(ref: TaskRef) -> TaskFamily:
+    return get_family(ref.task)
+
+
+def build_examples(
+    ref: TaskRef,
+    split: str,
+    n: int,
+    seed: int,
+    exclude: frozenset[str] = frozenset(),
+    base_dir: Path = Path("."),
+) -> list[Example]:
+    family = resolve(ref)
+    spec = family.spec
+    where = f"{split} data of {ref.label!r}"
+    if ref.noise and spec.answer_type != "choice":
+        raise TaskError(f"{where}: 'noise' (wrong labels) applies to choice tasks only")
+    if ref.balance is not None:
+        if spec.answer_type != "choice":
+            raise TaskError(f"{where}: 'balance' applies to choice tasks only")
+        unknown = sorted(set(ref.balance) - set(spec.labels))
+        if unknown:
+            raise TaskError(f"{where}: balance names unknown label {unknown[0]!r}; labels are {list(spec.labels)}")
+    rng = random.Random(f"{ref.task}|{split}|{seed}")
+    data = ref.data.model_dump() if ref.data is not None else family.data
+    if data is None:
+        examples = _generate(family, ref, rng, n, exclude, where)
+    else:
+        examples = _sample_file(family, ref, data, split, rng, n, exclude, base_dir, where)
+    examples = _add_label_noise(examples, spec, ref.noise, rng)
+    spec.validate(examples, where)
+    return examples
+
+
+def _label_counts(labels: tuple[str, ...], balance: Optional[dict[str, float]], n: int) -> dict[str, int]:
+    """Exact per-label counts for n items (largest remainder), uniform when no balance is given."""
+    shares = balance or {label: 1.0 for label in labels}
+    total = sum(shares.values())
+    raw = {label: n * shares.get(label, 0.0) / total for label in labels}
+    counts = {label: int(value) for label, value in raw.items()}
+    by_remainder = sorted(labels, key=lambda label: (raw[label] - counts[label], -labels.index(label)), reverse=True)
+    for label in by_remainder[: n - sum(counts.values())]:
+        counts[label] += 1
+    return counts
+
+
+def _generate(family: TaskFamily, ref: TaskRef, rng: random.Random, n: int, exclude, where: str) -> list[Example]:
+    spec = family.spec
+    options = family.options(ref.options)
+    seen = set(exclude)
+    if spec.answer_type == "choice":
+        wanted = [label for label, count in _label_counts(spec.labels, ref.balance, n).items() for _ in range(count)]
+        rng.shuffle(wanted)
+    else:
+        wanted = [None] * n
+    examples = []
+    for label in wanted:
+        for _ in range(_MAX_TRIES_PER_EXAMPLE):
+            if label is None:
+                example = family.make_generate_example(rng, options)
+            else:
+                example = Example(input=family.make_choice_input(rng, label, options), target=label, answer=label)
+            if example.input not in seen:
+                break
+        else:
+            raise TaskError(f"{where}: the generator ran out of distinct items at {len(examples)} of {n}; ask for fewer")
+        seen.add(example.input)
+        examples.append(example)
+    return examples
+
+
+def _sample_file(family, ref, data, split, rng, n, exclude, base_dir, where) -> list[Example]:
+    source = DataSource(**data)
+    pool = records_to_examples(read_records(source, split, base_dir), source, family.spec, where)
+    family.spec.validate(pool, where)
+    pool = [example for example in dict.fromkeys(pool) if example.input not in exclude]
+    rng.shuffle(pool)
+    if ref.balance is None:
+        chosen = pool[:n]
+    else:
+        chosen = []
+        for label, count in _label_counts(family.spec.labels, ref.balance, n).items():
+            of_label = [example for example in pool if example.answer == label]
+            if len(of_label) < count:
+                raise TaskError(f"{where}: asked for {count} items labelled {label!r}, the data has {len(of_label)}")
+            chosen += of_label[:count]
+        rng.shuffle(chosen)
+    if len(chosen) < n:
+        raise TaskError(f"{where}: asked for {n} items, the data has only {len(chosen)} usable ones")
+    return chosen
+
+
+def _add_label_noise(examples: list[Example], spec: TaskSpec, noise: float, rng: random.Random) -> list[Example]:
+    if not noise:
+        return examples
+    noisy = list(examples)
+    for index in rng.sample(range(len(noisy)), round(noise * len(noisy))):
+        wrong = rng.choice([label for label in spec.labels if label != noisy[index].answer])
+        noisy[index] = Example(input=noisy[index].input, target=wrong, answer=wrong)
+    return noisy
+
+
+def examples_digest(spec: TaskSpec, examples: list[Example]) -> str:
+    """Content hash of what a job sees: the rendered spec and every example."""
+    payload = json.dumps(
+        {
+            "spec": [spec.instruction, spec.trigger, spec.answer_type, spec.labels, spec.extractor,
+                     spec.max_new_tokens, spec.stop],
+            "examples": [[example.input, example.target, example.answer] for example in examples],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()

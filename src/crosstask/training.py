@@ -1,0 +1,104 @@
+"""Train one LoRA adapter on one source with PEFT and the transformers Trainer; loss on the answer only.
+
+We use the Trainer rather than TRL's SFTTrainer so that a training example is tokenized exactly as
+evaluation tokenizes it (prompt encoded alone, then ``" " + target`` encoded alone, then end of
+sequence): the answer-only loss mask then covers precisely the tokens that evaluation scores. TRL's
+CPU defaults (gradient checkpointing on) were also measured slower here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import LoraSettings
+from .evaluation import encode_continuation, encode_prompt
+from .tasks.base import Example, TaskSpec
+
+IGNORE_INDEX = -100
+
+
+def tokenize_examples(tokenizer, spec: TaskSpec, examples: list[Example], max_length: int) -> tuple[list[dict], int]:
+    """Token ids with labels masked on the prompt; returns the rows and how many were truncated."""
+    rows, truncated = [], 0
+    for example in examples:
+        prompt = encode_prompt(tokenizer, spec.prompt(example))
+        answer = encode_continuation(tokenizer, spec.completion(example)) + [tokenizer.eos_token_id]
+        ids, labels = prompt + answer, [IGNORE_INDEX] * len(prompt) + answer
+        if len(ids) > max_length:
+            truncated += 1
+            ids, labels = ids[:max_length], labels[:max_length]
+        rows.append({"input_ids": ids, "labels": labels})
+    return rows, truncated
+
+
+def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(row["input_ids"]) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for index, row in enumerate(rows):
+        length = len(row["input_ids"])
+        ids[index, :length] = torch.tensor(row["input_ids"])
+        labels[index, :length] = torch.tensor(row["labels"])
+        mask[index, :length] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def count_steps(n_examples: int, settings: LoraSettings) -> int:
+    return max(1, math.ceil(math.ceil(n_examples / settings.batch_size) * settings.epochs))
+
+
+def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], settings: LoraSettings, seed: int,
+                  out_dir: Path, on_step: Callable[[int], None] = lambda step: None) -> dict:
+    """Wrap ``model`` (a freshly loaded base) in a LoRA adapter, train it, and save it in PEFT format."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+    set_seed(seed)
+    rows, truncated = tokenize_examples(tokenizer, spec, examples, settings.max_length)
+    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+    try:
+        peft_model = get_peft_model(model, lora)
+    except ValueError as error:
+        raise ValueError(f"LoRA target_modules {settings.target_modules}: {str(error).splitlines()[0]}") from None
+    steps = count_steps(len(rows), settings)
+    arguments = TrainingArguments(
+        output_dir=str(out_dir / "trainer"), per_device_train_batch_size=settings.batch_size,
+        num_train_epochs=settings.epochs, learning_rate=settings.lr, lr_scheduler_type=settings.scheduler,
+        warmup_steps=round(settings.warmup_ratio * steps), weight_decay=settings.weight_decay,
+        # The precision is the base weights' own: bf16 weights with fp32 LoRA parameters (PEFT keeps
+        # adapters in fp32) ran 251 tokens/s here, against 212 for fp32 weights under bf16 autocast.
+        bf16=False, seed=seed, data_seed=seed, save_strategy="no", report_to=[], disable_tqdm=True,
+        logging_steps=max(1, steps // 20), train_sampling_strategy="group_by_length", remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+    )
+
+    class StepReporter(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            on_step(state.global_step)
+
+    started = time.perf_counter()
+    trainer = Trainer(model=peft_model, args=arguments, train_dataset=rows,
+                      data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id),
+                      callbacks=[StepReporter()])
+    result = trainer.train()
+    seconds = time.perf_counter() - started
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    shutil.rmtree(arguments.output_dir, ignore_errors=True)
+    peft_model.save_pretrained(out_dir)
+    tokens = sum(len(row["input_ids"]) for row in rows) * settings.epochs
+    metrics = {
+        "examples": len(rows), "truncated": truncated, "steps": result.global_step,
+        "train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None, "seconds": seconds, "tokens_per_second": tokens / seconds,
+    }
+    (out_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
