@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .tasks.base import TARGET_DELIMITER, Example, TaskSpec
 
@@ -109,12 +110,19 @@ def score_choice(model, tokenizer, spec: TaskSpec, examples: list[Example], batc
     return results  # type: ignore[return-value]
 
 
-def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
-    for stop in stops:
-        position = text.find(stop)
-        if position != -1:
-            text = text[:position]
-    return text
+class _StopWhenAnswered(StoppingCriteria):
+    """Generation stopping criterion: a row is done once its text reaches a stop string or the answer's end.
+
+    transformers' ``stop_strings`` handles plain strings only; tasks such as word problems end with a
+    pattern (``#### 42`` then a newline), and an untrained model otherwise rambles to the token limit.
+    """
+
+    def __init__(self, tokenizer, spec: TaskSpec, prompt_width: int):
+        self.tokenizer, self.spec, self.prompt_width = tokenizer, spec, prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_width :], skip_special_tokens=True)
+        return torch.tensor([self.spec.cut(text) != text for text in texts], device=input_ids.device)
 
 
 @torch.inference_mode()
@@ -128,10 +136,11 @@ def generate_answers(model, tokenizer, spec: TaskSpec, examples: list[Example], 
         ids, mask = _left_pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id)
         output = model.generate(
             input_ids=ids, attention_mask=mask, max_new_tokens=spec.max_new_tokens, do_sample=False,
-            stop_strings=list(spec.stop), tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id,
+            stopping_criteria=StoppingCriteriaList([_StopWhenAnswered(tokenizer, spec, ids.shape[1])]),
+            pad_token_id=tokenizer.pad_token_id,
         )
         for row, index in enumerate(batch):
-            text = _cut_at_stop(tokenizer.decode(output[row, ids.shape[1] :], skip_special_tokens=True), spec.stop)
+            text = spec.cut(tokenizer.decode(output[row, ids.shape[1] :], skip_special_tokens=True))
             prediction = spec.extract(text)
             gold = examples[index].answer
             results[index] = ItemResult(

@@ -132,6 +132,14 @@ def bf16_is_fast() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def quiet_transformers() -> None:
+    """Our own progress bars replace transformers' per-load bars and info logs."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
 def load_tokenizer(resolved: ResolvedModel):
     from transformers import AutoTokenizer
 
@@ -147,6 +155,7 @@ def load_tokenizer(resolved: ResolvedModel):
 def load_model(resolved: ResolvedModel, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
+    quiet_transformers()
     try:
         model = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype)
     except Exception as error:

@@ -59,7 +59,7 @@ def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], set
                   out_dir: Path, on_step: Callable[[int], None] = lambda step: None) -> dict:
     """Wrap ``model`` (a freshly loaded base) in a LoRA adapter, train it, and save it in PEFT format."""
     from peft import LoraConfig, get_peft_model
-    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
     set_seed(seed)
     rows, truncated = tokenize_examples(tokenizer, spec, examples, settings.max_length)
@@ -89,6 +89,7 @@ def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], set
     trainer = Trainer(model=peft_model, args=arguments, train_dataset=rows,
                       data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id),
                       callbacks=[StepReporter()])
+    trainer.remove_callback(PrinterCallback)  # it prints every log dict; our progress bar shows the steps
     result = trainer.train()
     seconds = time.perf_counter() - started
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

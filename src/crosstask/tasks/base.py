@@ -73,6 +73,7 @@ class TaskSpec:
     extractor: str = "final_number"  # generate tasks: key of EXTRACTORS
     max_new_tokens: int = 32
     stop: tuple[str, ...] = ("\n\n",)  # generate tasks: stop strings besides end-of-sequence
+    answer_end: str = ""  # generate tasks: a regex that, once matched, ends the answer (e.g. "####\\s*\\S+\\n")
     description: str = ""
     # label -> meaning shared across tasks (e.g. sentiment_binary "positive" -> "positive")
     label_meanings: dict[str, str] = field(default_factory=dict)
@@ -93,6 +94,14 @@ class TaskSpec:
 
     def extract(self, generated: str) -> str:
         return EXTRACTORS[self.extractor](generated)
+
+    def cut(self, generated: str) -> str:
+        """The answer part of a generation: up to the first stop string or the end of the answer."""
+        ends = [generated.find(stop) for stop in self.stop if stop in generated]
+        match = re.search(self.answer_end, generated) if self.answer_end else None
+        if match:
+            ends.append(match.end())
+        return generated[: min(ends)] if ends else generated
 
     def validate(self, examples: list[Example], where: str) -> None:
         if not examples:

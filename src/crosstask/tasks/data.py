@@ -145,7 +145,7 @@ def examples_digest(spec: TaskSpec, examples: list[Example]) -> str:
     payload = json.dumps(
         {
             "spec": [spec.instruction, spec.trigger, spec.answer_type, spec.labels, spec.extractor,
-                     spec.max_new_tokens, spec.stop],
+                     spec.max_new_tokens, spec.stop, spec.answer_end],
             "examples": [[example.input, example.target, example.answer] for example in examples],
         },
         sort_keys=True,

@@ -1,0 +1,152 @@
+"""The built-in synthetic task families: deterministic, varied, valid labels, correct answers."""
+
+from __future__ import annotations
+
+import random
+import re
+import statistics
+
+import pytest
+
+from crosstask.tasks.base import Example, TaskError, extract_final_number
+from crosstask.tasks.registry import get_family, list_families
+
+FAMILIES = ("sentiment_binary", "sentiment_3way", "rating_5star", "paraphrase", "nli", "toxicity",
+            "arithmetic_large", "word_problems")
+CHOICE = [name for name in FAMILIES if get_family(name).spec.answer_type == "choice"]
+
+
+def make(name: str, seed: int, n: int, **options) -> list[Example]:
+    """n examples; choice tasks cycle through their labels so every label is exercised."""
+    family = get_family(name)
+    rng, parsed = random.Random(seed), family.options(options)
+    if family.spec.answer_type == "generate":
+        return [family.make_generate_example(rng, parsed) for _ in range(n)]
+    labels = family.spec.labels
+    return [Example(family.make_choice_input(rng, labels[i % len(labels)], parsed), labels[i % len(labels)],
+                    labels[i % len(labels)]) for i in range(n)]
+
+
+def test_all_families_registered():
+    names = {family.spec.name for family in list_families()}
+    assert set(FAMILIES) <= names
+    for name in FAMILIES:
+        spec = get_family(name).spec
+        assert spec.instruction and spec.description
+        if spec.answer_type == "generate":
+            assert "\n\n" in spec.stop and spec.max_new_tokens >= 16
+        else:
+            assert set(spec.label_meanings) == set(spec.labels)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_deterministic_for_a_seed(name):
+    assert make(name, 7, 20) == make(name, 7, 20)
+    assert [e.input for e in make(name, 7, 20)] != [e.input for e in make(name, 8, 20)]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_varied_inputs(name):
+    examples = make(name, 0, 300)
+    assert len({e.input for e in examples}) >= 0.95 * len(examples)
+    assert all(e.input.strip() and "\n\n" not in e.input for e in examples)
+
+
+@pytest.mark.parametrize("name", CHOICE)
+@pytest.mark.parametrize("hard_fraction", [0.0, 1.0])
+def test_every_label_producible_and_valid(name, hard_fraction):
+    family = get_family(name)
+    examples = make(name, 1, 40 * len(family.spec.labels), hard_fraction=hard_fraction)
+    family.spec.validate(examples, name)
+    assert {e.answer for e in examples} == set(family.spec.labels)
+
+
+@pytest.mark.parametrize("name", CHOICE)
+def test_unknown_label_rejected(name):
+    family = get_family(name)
+    with pytest.raises(TaskError, match="no_such_label"):
+        family.make_choice_input(random.Random(0), "no_such_label", family.options({}))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_bad_option_name_raises(name):
+    with pytest.raises(TaskError, match="no_such_option"):
+        get_family(name).options({"no_such_option": 1})
+
+
+@pytest.mark.parametrize("name, options", [
+    ("sentiment_binary", {"min_sentences": 4, "max_sentences": 2}),
+    ("toxicity", {"hard_fraction": 1.5}),
+    ("arithmetic_large", {"operations": []}),
+    ("arithmetic_large", {"operations": ["/"]}),
+    ("word_problems", {"solution_style": "chatty"}),
+    ("word_problems", {"min_steps": 3, "max_steps": 1}),
+])
+def test_bad_option_values_raise(name, options):
+    with pytest.raises(TaskError):
+        get_family(name).options(options)
+
+
+def test_sentence_count_dial():
+    short = make("sentiment_binary", 0, 100, min_sentences=2, max_sentences=2)
+    long = make("sentiment_binary", 0, 100, min_sentences=5, max_sentences=5)
+    assert statistics.mean(len(e.input) for e in short) < statistics.mean(len(e.input) for e in long)
+
+
+@pytest.mark.parametrize("options", [{}, {"min_digits": 1, "max_digits": 2}, {"operations": ["*"], "max_digits": 9}])
+def test_arithmetic_answers_are_correct(options):
+    for example in make("arithmetic_large", 3, 300, **options):
+        left, result = example.target.split(" = ")
+        a, op, b = left.split(" ")
+        assert op in "+-*" and a in example.input and b in example.input
+        assert str(eval(left)) == result == example.answer
+        assert int(result) >= 0
+        assert extract_final_number(example.target) == example.answer
+
+
+def test_arithmetic_operations_and_digits_dial():
+    examples = make("arithmetic_large", 4, 200, operations=["-"], min_digits=4, max_digits=4)
+    for example in examples:
+        a, op, b = example.target.split(" = ")[0].split(" ")
+        assert op == "-" and len(a) == len(b) == 4
+
+
+@pytest.mark.parametrize("style", ["terse", "steps", "verbose"])
+@pytest.mark.parametrize("steps", [(1, 1), (1, 3), (4, 5)])
+def test_word_problem_answers(style, steps):
+    examples = make("word_problems", 5, 200, solution_style=style, min_steps=steps[0], max_steps=steps[1])
+    for example in examples:
+        last_line = example.target.split("\n")[-1]
+        assert last_line == f"#### {example.answer}"
+        assert extract_final_number(example.target) == example.answer
+        assert example.answer.isdigit()  # a non-negative integer
+        assert example.input.endswith("?") and "\n\n" not in example.target
+        # every equation in a worked solution is right, so the answer follows from the text
+        for a, op, b, result in re.findall(r"\$?(\d+) ([-+*/]) \$?(\d+) = \$?(\d+)", example.target):
+            assert eval(f"{a} {op} {b}") == int(result)
+
+
+def test_word_problem_steps_dial_and_numbers_in_problem():
+    for example in make("word_problems", 6, 100, min_steps=3, max_steps=3):
+        lines = example.target.split("\n")
+        assert 4 <= len(lines) <= 5  # (an opening line +) three steps + the answer
+        first_number = re.search(r"\d+", example.input).group()
+        assert first_number in example.target
+
+
+def test_solution_style_orders_target_length():
+    lengths = {style: statistics.mean(len(e.target) for e in make("word_problems", 9, 100, solution_style=style))
+               for style in ("terse", "steps", "verbose")}
+    assert lengths["terse"] < lengths["steps"] < lengths["verbose"]
+    # the same seed gives the same problems whatever the style
+    assert [e.input for e in make("word_problems", 9, 20, solution_style="terse")] == \
+        [e.input for e in make("word_problems", 9, 20, solution_style="verbose")]
+
+
+def test_rendered_prompt_shape():
+    for name in FAMILIES:
+        family = get_family(name)
+        example = make(name, 2, 1)[0]
+        prompt = family.spec.prompt(example)
+        assert prompt.startswith(family.spec.instruction + "\n") and prompt.endswith(f"\n{family.spec.trigger}:")
+        assert family.spec.completion(example) == " " + example.target

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+
+from crosstask.config import ConfigError, load_experiment, parse_experiment
+
+MINIMAL = {"name": "t", "sources": ["sentiment_binary"], "targets": ["nli"]}
+
+
+def test_defaults_and_mapping_entries():
+    experiment = parse_experiment({
+        **MINIMAL,
+        "sources": ["sentiment_binary", {"task": "sentiment_binary", "name": "sb_noisy", "noise": 0.5}],
+        "lora": {"r": 4},
+    })
+    assert [ref.label for ref in experiment.source_refs] == ["sentiment_binary", "sb_noisy"]
+    assert experiment.source_refs[1].noise == 0.5
+    assert experiment.lora.r == 4 and experiment.lora.alpha == 16
+    assert experiment.base_model == "smollm2-135m-instruct"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"trian_examples": 5}, "trian_examples: unknown key"),
+        ({"lora": {"r": 0}}, "lora.r"),
+        ({"lora": {"rank": 8}}, "lora.rank: unknown key"),
+        ({"sources": [{"task": "nli", "nosie": 0.1}]}, "nosie: unknown key"),
+        ({"sources": [{"task": "nli", "noise": 2}]}, "noise"),
+        ({"sources": ["nli", "nli"]}, "repeated: ['nli']"),
+        ({"targets": [{"task": "nli", "name": "base"}]}, "'base' is reserved"),
+        ({"sources": []}, "sources"),
+        ({"name": "has space"}, "name"),
+    ],
+)
+def test_bad_settings_name_the_key(change, message):
+    with pytest.raises(ConfigError) as error:
+        parse_experiment({**MINIMAL, **change})
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_missing_and_malformed_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_experiment(tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nsources: [a, b\n")
+    with pytest.raises(ConfigError, match=r"malformed YAML \(line \d+"):
+        load_experiment(broken)
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("just a string\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_experiment(scalar)

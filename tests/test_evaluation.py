@@ -1,0 +1,57 @@
+import math
+
+import torch
+
+from crosstask.evaluation import evaluate, generate_answers, score_choice
+from crosstask.tasks.base import Example, TaskSpec
+
+SPEC = TaskSpec("toy", "Pick one.", "Answer", "choice", labels=("yes", "no", "not sure at all"))
+EXAMPLES = [Example(f"Question number {i} with {'some ' * i}padding?", "yes", "yes") for i in range(5)]
+
+
+def _naive_loglik(model, tokenizer, prompt: str, continuation: str) -> float:
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    continuation_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + continuation_ids])).logits[0].float()
+    logprobs = torch.log_softmax(logits, -1)
+    return sum(logprobs[len(prompt_ids) - 1 + j, token].item() for j, token in enumerate(continuation_ids))
+
+
+def test_choice_scores_equal_one_sequence_at_a_time(tiny_model):
+    model, tokenizer = tiny_model
+    results = score_choice(model, tokenizer, SPEC, EXAMPLES, batch_size=2)  # batches mix prompt lengths
+    for example, result in zip(EXAMPLES, results):
+        for label in SPEC.labels:
+            expected = _naive_loglik(model, tokenizer, SPEC.prompt(example), " " + label)
+            assert math.isclose(result.logliks[label], expected, abs_tol=1e-3)
+        assert result.prediction == max(result.logliks, key=result.logliks.get)
+        by_length = {label: value / len(" " + label) for label, value in result.logliks.items()}
+        assert result.prediction_norm == max(by_length, key=by_length.get)
+        assert result.correct == (result.prediction == "yes")
+
+
+def test_generation_is_batch_independent_and_cut_at_stops(tiny_model):
+    model, tokenizer = tiny_model
+    spec = TaskSpec("gen", "Compute.", "Answer", "generate", max_new_tokens=12, stop=("\n",))
+    alone = [generate_answers(model, tokenizer, spec, [example], batch_size=1)[0] for example in EXAMPLES]
+    batched = generate_answers(model, tokenizer, spec, EXAMPLES, batch_size=4)
+    assert [r.generated for r in alone] == [r.generated for r in batched]
+    for result in batched:
+        assert "\n" not in result.generated
+        assert result.generated_tokens == len(tokenizer(result.generated, add_special_tokens=False)["input_ids"])
+        assert result.prediction == spec.extract(result.generated)
+
+
+def test_answer_end_pattern_cuts_after_the_marked_answer():
+    spec = TaskSpec("wp", "Solve.", "Answer", "generate", answer_end=r"####\s*-?[\d,.]+[^\n]*\n")
+    assert spec.cut(" 3 + 4 = 7\n#### 7\nThe answer is 8") == " 3 + 4 = 7\n#### 7\n"
+    assert spec.extract(spec.cut(" 3 + 4 = 7\n#### 7\nThe answer is 8")) == "7"
+    assert spec.cut(" 3 + 4 = 7\n\nmore") == " 3 + 4 = 7"
+
+
+def test_evaluate_dispatches_on_answer_type(tiny_model):
+    model, tokenizer = tiny_model
+    assert evaluate(model, tokenizer, SPEC, EXAMPLES[:2], 2)[0].logliks
+    gen = TaskSpec("gen", "Compute.", "Answer", "generate", max_new_tokens=3)
+    assert evaluate(model, tokenizer, gen, EXAMPLES[:2], 2)[0].generated is not None

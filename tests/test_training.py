@@ -1,0 +1,46 @@
+import json
+
+import torch
+
+from crosstask.config import LoraSettings
+from crosstask.evaluation import score_choice
+from crosstask.models import load_model, load_tokenizer, resolve_model
+from crosstask.tasks.base import Example, TaskSpec
+from crosstask.training import IGNORE_INDEX, tokenize_examples, train_adapter
+
+SPEC = TaskSpec("toy", "Say the colour.", "Colour", "choice", labels=("red", "blue"))
+EXAMPLES = [Example(f"Item {i}: {'apple' if i % 2 else 'sky'}", "red" if i % 2 else "blue",
+                    "red" if i % 2 else "blue") for i in range(16)]
+
+
+def test_loss_is_on_the_answer_only(tiny_model):
+    _, tokenizer = tiny_model
+    rows, truncated = tokenize_examples(tokenizer, SPEC, EXAMPLES[:1], max_length=256)
+    prompt_length = len(tokenizer(SPEC.prompt(EXAMPLES[0]))["input_ids"])
+    labels = rows[0]["labels"]
+    assert truncated == 0
+    assert labels[:prompt_length] == [IGNORE_INDEX] * prompt_length
+    answer = tokenizer(" blue", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert labels[prompt_length:] == answer == rows[0]["input_ids"][prompt_length:]
+    _, truncated = tokenize_examples(tokenizer, SPEC, EXAMPLES[:3], max_length=8)
+    assert truncated == 3
+
+
+def test_adapter_learns_and_is_a_standard_peft_folder(tiny_model_dir, tmp_path):
+    from peft import PeftModel
+
+    resolved = resolve_model(str(tiny_model_dir))
+    model, tokenizer = load_model(resolved, torch.float32), load_tokenizer(resolved)
+    settings = LoraSettings(r=4, alpha=8, lr=2e-2, epochs=8, batch_size=8)
+    metrics = train_adapter(model, tokenizer, SPEC, EXAMPLES, settings, seed=0, out_dir=tmp_path)
+    assert metrics["steps"] == 16 and metrics["last_loss"] < metrics["first_loss"]
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in tmp_path.iterdir()}
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == 4
+
+    reloaded = PeftModel.from_pretrained(load_model(resolved, torch.float32), tmp_path)
+    reloaded.eval()
+    model.eval()
+    ours = score_choice(model, tokenizer, SPEC, EXAMPLES, 8)
+    theirs = score_choice(reloaded, tokenizer, SPEC, EXAMPLES, 8)
+    assert [r.logliks for r in ours] == [r.logliks for r in theirs]
+    assert sum(r.correct for r in theirs) > len(EXAMPLES) / 2
