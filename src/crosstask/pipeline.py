@@ -142,12 +142,16 @@ def export(root: Path, rows: list[str], columns: list[str], experiment: Experime
     intervals = paired_bootstrap(items[["model", "target", "item", "correct"]],
                                  n_resamples=experiment.eval.bootstrap_resamples, seed=experiment.seed)
     intervals.to_csv(root / "intervals.csv", index=False, float_format="%.4f")
-    traits = None
-    if len(rows) > 2 and len(columns) > 1:
+    traits, traits_skipped = None, None
+    (root / "traits.json").unlink(missing_ok=True)  # never leave the traits of an earlier matrix behind
+    try:
         traits = LatentTraits(experiment.analysis.n_components, experiment.analysis.input).fit(matrix)
         (root / "traits.json").write_text(json.dumps(traits.to_dict(), indent=2))
+    except ValueError as reason:  # too few adapters or tasks, or no variance between adapters
+        traits_skipped = f"Latent traits were not computed: {reason}."
     latest = workspace.store.latest_run() or {}
     meta = {
+        "traits_skipped": traits_skipped,
         "name": experiment.name,
         "base_model": experiment.base_model,
         "settings": json.loads(experiment.model_dump_json()),

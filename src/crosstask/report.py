@@ -91,7 +91,7 @@ def write_report(
         trait_figures=trait_figures,
         traits=_traits_rows(traits) if traits is not None else None,
         traits_input=traits.input if traits is not None else None,
-        traits_skipped=_traits_skip_reason(adapters) if traits is None else None,
+        traits_skipped=(meta.get("traits_skipped") or _traits_skip_reason(adapters)) if traits is None else None,
     )
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")

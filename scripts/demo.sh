@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Sets up .venv if needed, then runs the demo experiment end to end, offline.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/crosstask run experiments/demo.yaml --out runs/demo "$@"

@@ -1,0 +1,189 @@
+"""End to end on a tiny random model: files, resumability, content keys, and bad input."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from crosstask import api
+from crosstask.config import parse_experiment
+from crosstask.errors import CrosstaskError
+from crosstask.jobs import Workspace
+from crosstask.pipeline import pending, plan
+
+
+@pytest.fixture
+def settings(tiny_model_dir) -> dict:
+    return {
+        "name": "tiny",
+        "base_model": str(tiny_model_dir),
+        "precision": "fp32",
+        "sources": ["sentiment_binary", {"task": "nli", "name": "nli_noisy", "noise": 0.5},
+                    {"task": "toxicity", "balance": {"toxic": 1, "neutral": 0}}],
+        "targets": ["sentiment_binary", {"task": "toxicity", "balance": {"toxic": 2, "neutral": 1}},
+                    "arithmetic_large"],
+        "train_examples": 8,
+        "eval_examples": 6,
+        # A high rate so that each adapter of the random tiny model drifts to its own source's labels.
+        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05, "epochs": 2},
+        "eval": {"batch_size": 4, "bootstrap_resamples": 200},
+    }
+
+
+def _cells(run_dir: Path) -> pd.DataFrame:
+    return api.load_cells(run_dir).set_index(["model", "target"]).sort_index()
+
+
+def test_run_writes_matrix_traits_and_report_then_resumes_with_no_work(settings, tmp_path):
+    run_dir = tmp_path / "run"
+    report = api.run(settings, out_dir=run_dir, progress=False)
+    assert report == run_dir / "report.html" and report.is_file()
+    matrix = pd.read_csv(run_dir / "matrix.csv")
+    assert list(matrix.columns) == ["model", "sentiment_binary", "toxicity", "arithmetic_large"]
+    assert list(matrix["model"]) == ["base", "sentiment_binary", "nli_noisy", "toxicity"]
+    assert matrix.drop(columns="model").stack().between(0, 1).all()
+    traits = json.loads((run_dir / "traits.json").read_text())
+    assert set(traits) == {"input", "adapters", "tasks", "components", "explained_variance_ratio", "weights", "top_tasks"}
+    assert traits["adapters"] == ["sentiment_binary", "nli_noisy", "toxicity"]
+    for name in ["sentiment_binary", "nli_noisy", "toxicity"]:
+        assert (run_dir / "adapters" / name / "adapter_model.safetensors").is_file()
+    items = api.load_items(run_dir)
+    assert len(items) == 4 * 3 * 6
+    choice = items[items["target"] == "sentiment_binary"].iloc[0]
+    assert set(choice["logliks"]) == {"positive", "negative"}
+    generated = items[items["target"] == "arithmetic_large"].iloc[0]
+    assert generated["generated_tokens"] >= 0 and isinstance(generated["generated"], str)
+    intervals = pd.read_csv(run_dir / "intervals.csv")
+    assert len(intervals) == 3 * 3 and (intervals["low"] <= intervals["delta"]).all()
+
+    before = _cells(run_dir)
+    experiment = parse_experiment(settings)
+    assert pending(plan(experiment).jobs, Workspace(run_dir)) == []
+    started = time.perf_counter()
+    api.run(settings, out_dir=run_dir, progress=False)
+    assert time.perf_counter() - started < 30
+    pd.testing.assert_frame_equal(_cells(run_dir), before)
+
+
+def test_a_changed_setting_reruns_only_the_work_it_affects(settings, tmp_path):
+    run_dir = tmp_path / "run"
+    api.run(settings, out_dir=run_dir, progress=False)
+    before = _cells(run_dir)
+    keys_before = Workspace(run_dir).store.adapters().set_index("name")["key"]
+
+    settings["targets"][2] = {"task": "arithmetic_large", "examples": 4}
+    api.run(settings, out_dir=run_dir, progress=False)
+    after = _cells(run_dir)
+    untouched = after.index.get_level_values("target") != "arithmetic_large"
+    assert (after.loc[untouched, "created"] == before.loc[untouched, "created"]).all()
+    assert (after.loc[(slice(None), "arithmetic_large"), "n_items"] == 4).all()
+    assert (Workspace(run_dir).store.adapters().set_index("name")["key"] == keys_before).all()
+
+    settings["sources"][2] = {"task": "toxicity", "seed": 7}
+    api.run(settings, out_dir=run_dir, progress=False)
+    final = _cells(run_dir)
+    changed = final["created"] != after["created"]
+    assert set(changed[changed].index.get_level_values("model")) == {"toxicity"}
+
+
+def test_interrupted_run_keeps_finished_cells_and_resumes(settings, tmp_path, monkeypatch):
+    import crosstask.jobs as jobs
+
+    run_dir = tmp_path / "run"
+    real = jobs.run_eval_job
+    calls = {"n": 0}
+
+    def interrupt_after_three(*args, **kwargs):
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        calls["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "run_eval_job", interrupt_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        api.run(settings, out_dir=run_dir, progress=False)
+    kept = _cells(run_dir)
+    assert len(kept) == 3
+    monkeypatch.setattr(jobs, "run_eval_job", real)
+    api.run(settings, out_dir=run_dir, progress=False)
+    resumed = _cells(run_dir)
+    assert len(resumed) == 12
+    assert (resumed.loc[kept.index, "created"] == kept["created"]).all()
+
+
+def test_kill_9_mid_run_loses_nothing(settings, tmp_path):
+    run_dir = tmp_path / "run"
+    config = tmp_path / "tiny.yaml"
+    settings["eval_examples"] = 12
+    config.write_text(yaml.safe_dump(settings))
+    command = [sys.executable, "-m", "crosstask.cli", "run", str(config), "--out", str(run_dir), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    database = run_dir / "results.sqlite"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if database.is_file():
+            try:
+                with sqlite3.connect(database) as connection:
+                    if connection.execute("SELECT count(*) FROM cells").fetchone()[0] >= 2:
+                        break
+            except sqlite3.OperationalError:  # the schema is not written yet
+                pass
+        time.sleep(0.05)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    with sqlite3.connect(database) as connection:
+        cells = connection.execute("SELECT model, target, n_items, created FROM cells").fetchall()
+        for model, target, n_items, _ in cells:
+            stored = connection.execute("SELECT count(*) FROM items WHERE model=? AND target=?",
+                                        (model, target)).fetchone()[0]
+            assert stored == n_items == 12
+    assert subprocess.run(command, capture_output=True).returncode == 0
+    resumed = _cells(run_dir)
+    assert len(resumed) == 12
+    for model, target, _, created in cells:
+        assert resumed.loc[(model, target), "created"] == created
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"sources": ["no_such_task"]}, "unknown task 'no_such_task'"),
+    ({"base_model": "./no/such/folder"}, "unknown model"),
+    ({"targets": [{"task": "nli", "options": {"hardness": 1}}]}, "hardness"),
+])
+def test_bad_input_writes_nothing(settings, tmp_path, change, message):
+    fresh = tmp_path / "fresh"
+    with pytest.raises(CrosstaskError, match=message):
+        api.run({**settings, **change}, out_dir=fresh, progress=False)
+    assert not fresh.exists()
+
+
+def test_bad_input_on_an_existing_run_leaves_its_store_untouched(settings, tmp_path):
+    run_dir = tmp_path / "run"
+    api.run(settings, out_dir=run_dir, progress=False)
+    before = (run_dir / "results.sqlite").read_bytes(), sorted(p.name for p in run_dir.rglob("*"))
+    data = tmp_path / "labels.jsonl"
+    data.write_text('{"text": "fine", "label": "maybe"}\n')
+    bad = {**settings, "targets": [{"task": "sentiment_binary", "data": {"path": str(data), "input": "text",
+                                                                        "target": "label"}}]}
+    with pytest.raises(CrosstaskError, match="label 'maybe', not one of"):
+        api.run(bad, out_dir=run_dir, progress=False)
+    assert ((run_dir / "results.sqlite").read_bytes(), sorted(p.name for p in run_dir.rglob("*"))) == before
+
+
+def test_report_rebuilds_from_the_store(settings, tmp_path):
+    run_dir = tmp_path / "run"
+    api.run(settings, out_dir=run_dir, progress=False)
+    for name in ["report.html", "matrix.csv", "traits.json", "matrix_delta.png"]:
+        (run_dir / name).unlink()
+    api.report(run_dir)
+    assert (run_dir / "report.html").is_file() and (run_dir / "matrix_delta.png").is_file()
+    with pytest.raises(CrosstaskError, match="not a crosstask run directory"):
+        api.report(tmp_path)
