@@ -9,7 +9,6 @@ import sys
 from .errors import CrosstaskError
 
 
-
 def _run(args) -> None:
     from . import api
 

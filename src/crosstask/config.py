@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .errors import CrosstaskError
-
 from pathlib import Path
 from typing import Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import CrosstaskError
 
 
 class ConfigError(CrosstaskError):

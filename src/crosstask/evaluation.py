@@ -9,8 +9,9 @@ which skips most of the 49k-wide output head.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
@@ -83,7 +84,6 @@ def score_choice(model, tokenizer, spec: TaskSpec, examples: list[Example], batc
         if label_width > 1:
             cache = out.past_key_values
             cache.batch_repeat_interleave(n_labels)
-            rows = len(batch) * n_labels
             continuation = label_matrix.repeat(len(batch), 1)
             continuation_mask = label_mask.repeat(len(batch), 1)
             full_mask = torch.cat([mask.repeat_interleave(n_labels, 0), continuation_mask], dim=1)

@@ -7,8 +7,6 @@ the model as quantized, so it is converted once into a plain safetensors folder 
 
 from __future__ import annotations
 
-from .errors import CrosstaskError
-
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -20,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .errors import CrosstaskError
 
 
 class ModelError(CrosstaskError):

@@ -125,7 +125,8 @@ def matrix_from_store(workspace: Workspace, rows: list[str], columns: list[str])
     table = cells.pivot(index="model", columns="target", values="score")
     missing = [(r, c) for r in rows for c in columns if r not in table.index or c not in table.columns]
     if missing:
-        raise CrosstaskError(f"the store has no result for {missing[0][0]!r} on {missing[0][1]!r}; run the experiment first")
+        model, target = missing[0]
+        raise CrosstaskError(f"the store has no result for {model!r} on {target!r}; run the experiment first")
     matrix = table.loc[rows, columns]
     matrix.index.name, matrix.columns.name = "model", None
     return matrix
@@ -164,7 +165,8 @@ def export(root: Path, rows: list[str], columns: list[str], experiment: Experime
 def _timings(workspace: Workspace) -> dict[str, float]:
     adapters = workspace.store.adapters()
     training = sum(json.loads(metrics).get("seconds", 0.0) for metrics in adapters["metrics"])
-    return {"training (all adapters)": training, "evaluation (all cells)": float(workspace.store.cells()["seconds"].sum())}
+    evaluation = float(workspace.store.cells()["seconds"].sum())
+    return {"training (all adapters)": training, "evaluation (all cells)": evaluation}
 
 
 def report(root: Path) -> Path:

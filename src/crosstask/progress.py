@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -21,7 +21,7 @@ class Reporter:
             disable=not enabled, transient=False,
         )
 
-    def __enter__(self) -> "Reporter":
+    def __enter__(self) -> Reporter:
         self._progress.start()
         return self
 

@@ -27,7 +27,7 @@ class LatentTraits:
         self.input = input
         self.random_state = random_state
 
-    def fit(self, matrix: pd.DataFrame) -> "LatentTraits":
+    def fit(self, matrix: pd.DataFrame) -> LatentTraits:
         data = self._prepare(matrix)
         n_adapters, n_tasks = data.shape
         if n_adapters < 2:

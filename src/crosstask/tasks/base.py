@@ -14,11 +14,12 @@ generates greedily and the task extracts the answer from the text for exact matc
 
 from __future__ import annotations
 
-from ..errors import CrosstaskError
-
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
+
+from ..errors import CrosstaskError
 
 AnswerType = Literal["choice", "generate"]
 TARGET_DELIMITER = " "

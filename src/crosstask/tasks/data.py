@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 from ..config import DataSource, TaskDefinition, TaskRef
 from .base import Example, TaskError, TaskSpec
@@ -103,7 +104,8 @@ def _generate(family: TaskFamily, ref: TaskRef, rng: random.Random, n: int, excl
             if example.input not in seen:
                 break
         else:
-            raise TaskError(f"{where}: the generator ran out of distinct items at {len(examples)} of {n}; ask for fewer")
+            raise TaskError(f"{where}: the generator ran out of distinct items at {len(examples)} of {n}; "
+                            "ask for fewer")
         seen.add(example.input)
         examples.append(example)
     return examples

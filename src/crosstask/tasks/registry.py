@@ -14,8 +14,9 @@ a pydantic model of its own options (``extra="forbid"``), so a misspelt option f
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from pydantic import BaseModel, ConfigDict
 
