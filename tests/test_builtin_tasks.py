@@ -87,6 +87,40 @@ def test_bad_option_values_raise(name, options):
         get_family(name).options(options)
 
 
+def _template_regex(templates) -> re.Pattern:
+    """Matches any of ``templates`` with every {slot} filled by some text."""
+    parts = [re.escape(template).replace(r"\{", "{").replace(r"\}", "}") for template in templates]
+    return re.compile("|".join(re.sub(r"\{\w+\}", ".+", part) for part in parts), re.IGNORECASE)
+
+
+def test_sentiment_reversals_follow_the_closing_verdict():
+    from crosstask.tasks.builtin import ADJECTIVES, MOVIES, REVERSAL_CONNECTORS, VERDICT_CONNECTORS
+
+    examples = make("sentiment_binary", 11, 400, hard_fraction=1.0)
+    reversals = 0
+    for example in examples:
+        sentences = re.split(r"(?<=[.!?]) ", example.input)
+        connector = next((c for c in REVERSAL_CONNECTORS if sentences[-1].startswith(c + " ")), None)
+        if connector is None:
+            continue
+        reversals += 1
+        polarity = 1 if example.answer == "positive" else -1
+        verdict = sentences[-1][len(connector) + 1:]
+        closing = [*MOVIES.verdicts[polarity], *MOVIES.verdicts[2 * polarity], *MOVIES.implicit[polarity]]
+        assert _template_regex(closing).fullmatch(verdict), example.input
+        # every opinion before the verdict points the other way
+        opposite = {word for stance in (-polarity, -2 * polarity) for word in ADJECTIVES[stance]}
+        same = {word for stance in (polarity, 2 * polarity) for word in ADJECTIVES[stance]}
+        body = " ".join(sentences[:-1])
+        assert any(f" {word}" in body for word in opposite), example.input
+        assert not any(re.search(rf"\b{re.escape(word)}[.,]", body) for word in same - opposite), example.input
+    assert 0.3 * len(examples) <= reversals <= 0.7 * len(examples)
+    # the default mixes easy and hard items; reversals stay a binary-sentiment device
+    only_reversals = set(REVERSAL_CONNECTORS) - set(VERDICT_CONNECTORS)
+    assert any(c in e.input for e in make("sentiment_binary", 12, 200) for c in only_reversals)
+    assert not any(c in e.input for e in make("sentiment_3way", 12, 200, hard_fraction=1.0) for c in only_reversals)
+
+
 def test_sentence_count_dial():
     short = make("sentiment_binary", 0, 100, min_sentences=2, max_sentences=2)
     long = make("sentiment_binary", 0, 100, min_sentences=5, max_sentences=5)
@@ -150,3 +184,23 @@ def test_rendered_prompt_shape():
         prompt = family.spec.prompt(example)
         assert prompt.startswith(family.spec.instruction + "\n") and prompt.endswith(f"\n{family.spec.trigger}:")
         assert family.spec.completion(example) == " " + example.target
+
+
+def test_paraphrase_negatives_swap_roles_or_change_one_fact():
+    from crosstask.tasks.builtin import NAMES, TEAMS, WORDS
+
+    known = {name for name, _ in NAMES} | set(WORDS["city"]) | set(WORDS["weekday"]) | set(TEAMS)
+
+    def facts(sentence: str) -> set[str]:
+        return {word for word in re.findall(r"\w+", sentence) if word in known or word.isdigit()}
+
+    def pairs(**options):
+        for example in make("paraphrase", 13, 200, hard_fraction=0.0, **options):
+            first, second = (line.split(": ", 1)[1] for line in example.input.split("\n"))
+            yield example.answer, facts(first), facts(second)
+
+    for answer, first, second in pairs(altered_share=0.0):
+        assert first == second  # rewordings and role swaps keep every name, place and number
+    changed = [first != second for answer, first, second in pairs(altered_share=1.0) if answer == "no"]
+    assert changed and all(changed)
+    assert all(first == second for answer, first, second in pairs(altered_share=1.0) if answer == "yes")

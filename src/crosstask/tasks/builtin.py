@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -191,6 +191,8 @@ ASPECT_TEMPLATES = PLAIN_TEMPLATES + ("Honestly, {aspect} {be} {ap}.", "To me, {
 CONTRAST_CONNECTORS = ("But", "However,", "That said,", "On the other hand,")
 VERDICT_CONNECTORS = ("Still,", "Even so,", "Overall,")
 MIXED_CONNECTORS = ("Admittedly,", "Granted,", "Sure,")
+# A reversal praises (or pans) every aspect, then the closing verdict says the opposite and decides.
+REVERSAL_CONNECTORS = ("Still,", "Even so,", "And yet,", "But honestly,", "All the same,")
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,8 @@ class ReviewDomain:
     verdicts: dict[int, tuple[str, ...]]
     negated_verdicts: dict[int, tuple[str, ...]]
     sarcasm: dict[int, tuple[str, ...]]  # by polarity; +1 is "expected to hate it, was wrong"
+    # by polarity: verdicts that carry no opinion word ("I checked my watch every ten minutes")
+    implicit: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 MOVIE_GENRES = ("heist thriller", "romantic comedy", "war drama", "horror film", "animated feature",
@@ -259,6 +263,14 @@ MOVIES = ReviewDomain(
              "Congratulations to the editor for making ninety minutes feel like four hours.",
              "Sure, because every {subject} needs a twist you can see coming from space.",
              "Bravo to whoever decided this script was ready."),
+    },
+    implicit={
+        1: ("The two hours flew by.", "I have already booked tickets to see it again with my {companion}.",
+            "I kept thinking about it for days afterwards.", "I have been telling everyone at work to go.",
+            "I will be first in line for the sequel.", "Nobody in our row looked at a phone once."),
+        -1: ("I checked my watch more times than I can count.", "Half the audience had left before the end.",
+             "I was asleep before the second act.", "I had forgotten most of it by the time I got home.",
+             "My {companion} and I left before the credits.", "I will not be watching the sequel."),
     },
 )
 
@@ -341,6 +353,13 @@ class ReviewOptions(_Options):
         return self
 
 
+class MovieReviewOptions(ReviewOptions):
+    # Half the items are hard, and half of those are reversals: with 0.3 the base demo model
+    # (SmolLM2-135M-Instruct) scored 0.88, with 0.5 about 0.8, with 1.0 0.64.
+    hard_fraction: float = Field(0.5, ge=0.0, le=1.0, description="share of items with negation, contrast, "
+                                 "sarcasm, mixed cues or a reversing verdict")
+
+
 class ShortReviewOptions(ReviewOptions):
     min_sentences: int = Field(1, ge=1, le=12)
     max_sentences: int = Field(3, ge=1, le=12)
@@ -351,9 +370,11 @@ class TitledReviewOptions(ReviewOptions):
     max_sentences: int = Field(4, ge=1, le=12)
 
 
-def _hard_pattern(rng: random.Random, stance: int, n_sentences: int, strict: bool) -> str:
+def _hard_pattern(rng: random.Random, stance: int, n_sentences: int, strict: bool, reversals: bool) -> str:
     if n_sentences == 1:
         return "negation"
+    if reversals and stance != 0 and not strict and rng.random() < 0.5:
+        return "reversal"
     if strict and abs(stance) == 2:
         # In a star rating an opposing cue would blur 5 vs 4 (or 1 vs 2): keep the intensity pure.
         return rng.choice(("negation", "sarcasm"))
@@ -366,12 +387,15 @@ def _hard_pattern(rng: random.Random, stance: int, n_sentences: int, strict: boo
 
 
 def _compose_review(rng: random.Random, domain: ReviewDomain, stance: int, options: ReviewOptions,
-                    strict: bool = False, picked: tuple[str, tuple[str, ...]] | None = None) -> str:
+                    strict: bool = False, picked: tuple[str, tuple[str, ...]] | None = None,
+                    reversals: bool = False) -> str:
     """A review whose overall verdict has ``stance`` (-2..2); ``strict`` keeps the intensity readable
-    (star ratings), otherwise only the polarity matters. ``picked`` fixes the (subject, aspects)."""
+    (star ratings), otherwise only the polarity matters. ``picked`` fixes the (subject, aspects).
+    ``reversals`` lets half of the hard items be reversals: every aspect sentence has the opposite
+    polarity and only the closing verdict, often one without an opinion word, gives the label."""
     subject, aspects = picked or domain.pick_subject(rng)
     n = rng.randint(options.min_sentences, options.max_sentences)
-    pattern = _hard_pattern(rng, stance, n, strict) if rng.random() < options.hard_fraction else "plain"
+    pattern = _hard_pattern(rng, stance, n, strict, reversals) if rng.random() < options.hard_fraction else "plain"
     polarity = _sign(stance)
 
     # A slot is (stance, negated, connector). The last sentence is the verdict when there are two or more.
@@ -394,6 +418,9 @@ def _compose_review(rng: random.Random, domain: ReviewDomain, stance: int, optio
             verdict_connector = rng.choice(VERDICT_CONNECTORS)
     elif pattern == "mixed":
         slots[rng.randrange(n_slots)] = [-polarity, False, rng.choice(MIXED_CONNECTORS)]
+    elif pattern == "reversal":
+        slots = [[-polarity * rng.choice((1, 2)), False, None] for _ in range(n_slots)]
+        verdict_connector = rng.choice(REVERSAL_CONNECTORS)
 
     fields = {"subject": subject, "be": domain.be, "prep": domain.prep}
     chosen_aspects = rng.sample(aspects, min(n_slots, len(aspects)))
@@ -414,7 +441,10 @@ def _compose_review(rng: random.Random, domain: ReviewDomain, stance: int, optio
         sentences[-1] = _fill(rng, rng.choice(domain.sarcasm[polarity]), **fields)
     if n >= 2:
         bank = domain.negated_verdicts if pattern == "negation" else domain.verdicts
-        verdict = _fill(rng, rng.choice(bank[stance]), **fields)
+        phrases = bank[stance]
+        if pattern == "reversal" and domain.implicit and rng.random() < 0.5:
+            phrases = domain.implicit[polarity]
+        verdict = _fill(rng, rng.choice(phrases), **fields)
         sentences.append(_after_connector(verdict_connector, verdict) if verdict_connector else verdict)
     return " ".join(sentences)
 
@@ -429,11 +459,11 @@ def _compose_review(rng: random.Random, domain: ReviewDomain, stance: int, optio
         description="IMDB-like movie reviews of 2-5 sentences, binary sentiment.",
         label_meanings={"positive": "positive", "negative": "negative"},
     ),
-    ReviewOptions,
+    MovieReviewOptions,
 )
-def sentiment_binary(rng: random.Random, label: str, options: ReviewOptions) -> str:
+def sentiment_binary(rng: random.Random, label: str, options: MovieReviewOptions) -> str:
     polarity = _label_value(label, {"positive": 1, "negative": -1}, "sentiment_binary")
-    return _compose_review(rng, MOVIES, polarity * rng.choice((1, 2)), options)
+    return _compose_review(rng, MOVIES, polarity * rng.choice((1, 2)), options, reversals=True)
 
 
 @register_generator(
@@ -603,14 +633,42 @@ class PairOptions(_Options):
                                  "points to the wrong label")
 
 
+class ParaphraseOptions(PairOptions):
+    # Off by default: with 0.5 an adapter on 200 items still answered "no" throughout (52 %), like
+    # without it; the base demo model answers "no" to every pair either way.
+    altered_share: float = Field(0.0, ge=0.0, le=1.0, description="share of the easy 'no' items that change "
+                                 "a fact instead of swapping roles")
+
+
 Scenario = Callable[[random.Random], tuple[dict, tuple[str, ...], dict[tuple[str, bool], tuple[str, ...]]]]
 
 
-def _pair(rng: random.Random, scenarios: tuple[Scenario, ...], label: str, hard: bool) -> tuple[str, str]:
+def _pair(rng: random.Random, scenarios: tuple[Scenario, ...], label: str, hard: bool,
+          altered_share: float = 0.0) -> tuple[str, str]:
+    """``altered_share`` of the easy "no" items (paraphrase only) reword the first sentence faithfully
+    but change one fact (a name, place, day or number), like PAWS's non-swap negatives."""
     facts, firsts, seconds = rng.choice(scenarios)(rng)
     first = _fill(rng, rng.choice(firsts), **facts)
+    if label == "no" and not hard and altered_share and rng.random() < altered_share:
+        template = rng.choice(seconds[("yes", False)])
+        return first, _fill(rng, template, **_alter_fact(rng, facts, template))
     second = _fill(rng, rng.choice(seconds[(label, hard)]), **facts)
     return first, second
+
+
+def _alter_fact(rng: random.Random, facts: dict, template: str) -> dict:
+    """``facts`` with one fact that ``template`` shows replaced by a different value of its kind."""
+    pools = {"person": [name for name, _ in NAMES], "other": [name for name, _ in NAMES],
+             "place1": WORDS["city"], "place2": WORDS["city"], "city": WORDS["city"],
+             "weekday": WORDS["weekday"], "team1": TEAMS, "team2": TEAMS}
+    shown = {slot[0].lower() + slot[1:] for slot in _FIELD.findall(template)}
+    key = rng.choice(sorted(shown & (set(pools) | {"year", "price", "k"})))
+    if key in pools:
+        value = rng.choice([v for v in pools[key] if v not in facts.values()])
+    else:
+        value = facts[key] + rng.choice((-1, 1)) * rng.randint(1, 5) * (10 if key == "price" else 1)
+        value = value if value > 1 else facts[key] + 3
+    return {**facts, key: value}
 
 
 def _two_people(rng: random.Random) -> dict[str, str]:
@@ -749,11 +807,11 @@ PARAPHRASE_SCENES = (_scene_action, _scene_arrival, _scene_birthplace, _scene_mo
         description="PAWS-like sentence pairs: rewordings vs word-order and role swaps of the same words.",
         label_meanings={"yes": "yes", "no": "no"},
     ),
-    PairOptions,
+    ParaphraseOptions,
 )
-def paraphrase(rng: random.Random, label: str, options: PairOptions) -> str:
+def paraphrase(rng: random.Random, label: str, options: ParaphraseOptions) -> str:
     _label_value(label, {"yes": 1, "no": 0}, "paraphrase")
-    pair = list(_pair(rng, PARAPHRASE_SCENES, label, rng.random() < options.hard_fraction))
+    pair = list(_pair(rng, PARAPHRASE_SCENES, label, rng.random() < options.hard_fraction, options.altered_share))
     rng.shuffle(pair)
     return f"Sentence 1: {pair[0]}\nSentence 2: {pair[1]}"
 
@@ -915,9 +973,13 @@ ARITHMETIC_TEMPLATES = ("What is {a} {op} {b}?", "Calculate {a} {op} {b}.", "Com
 
 
 class ArithmeticOptions(_Options):
-    min_digits: int = Field(3, ge=1, le=18)
-    max_digits: int = Field(6, ge=1, le=18)
-    operations: tuple[Literal["+", "-", "*"], ...] = ("+", "-", "*")
+    # Defaults: 2-4 digit addition and subtraction. The base demo model is at the floor for any digit
+    # count (2 % for 3-6 digits with *, 9 % even for 1-2 digits), so the defaults aim at learnability:
+    # 200 training items lift it from 2 % to about 19 % (1-3 digits: 6 % to 27 %).
+    # Multiplication (add "*" to operations) and longer numbers remain available as harder variants.
+    min_digits: int = Field(2, ge=1, le=18)
+    max_digits: int = Field(4, ge=1, le=18)
+    operations: tuple[Literal["+", "-", "*"], ...] = ("+", "-")
     max_multiplier_digits: int = Field(2, ge=1, le=18, description="digits of the shorter factor")
 
     @model_validator(mode="after")
@@ -938,9 +1000,9 @@ def _number(rng: random.Random, digits: int) -> int:
         instruction="Solve the arithmetic problem and write the equation with its result.",
         trigger="Answer",
         answer_type="generate",
-        max_new_tokens=32,  # the longest default target is 24 SmolLM tokens
+        max_new_tokens=32,  # a 4-digit target is about 15 SmolLM tokens, a 6-digit product about 24
         stop=("\n\n", "\n"),
-        description="Goat-like large-number addition, subtraction and multiplication.",
+        description="Goat-like multi-digit addition and subtraction (multiplication optional).",
     ),
     ArithmeticOptions,
 )
@@ -967,11 +1029,14 @@ def arithmetic_large(rng: random.Random, options: ArithmeticOptions) -> Example:
 
 
 class WordProblemOptions(_Options):
+    # Defaults: one or two steps with amounts up to 10. The base demo model stays near the floor
+    # whatever the size (1.5 % here, 5 % even for one step), but an adapter trained on 200 such problems
+    # learns them (42 % after one epoch at lr 1e-3).
     min_steps: int = Field(1, ge=1, le=8)
-    max_steps: int = Field(3, ge=1, le=8)
+    max_steps: int = Field(2, ge=1, le=8)
     solution_style: Literal["terse", "steps", "verbose"] = Field(
         "steps", description="terse: only '#### n'; steps: one line per step; verbose: full sentences")
-    max_number: int = Field(20, ge=5, le=1000, description="largest starting amount or price")
+    max_number: int = Field(10, ge=5, le=1000, description="largest starting amount or price")
 
     @model_validator(mode="after")
     def _range(self):
@@ -1164,7 +1229,7 @@ PROBLEM_KINDS = (
         max_new_tokens=224,  # verbose solutions of 3 steps reach ~200 SmolLM tokens
         stop=("\n\n",),
         answer_end=r"####\s*-?[\d,.]+[^\n]*\n",
-        description="GSM8K-like small-number multi-step word problems with worked solutions.",
+        description="GSM8K-like small-number word problems (1-2 steps by default) with worked solutions.",
     ),
     WordProblemOptions,
 )
