@@ -199,7 +199,7 @@ def test_paraphrase_negatives_swap_roles_or_change_one_fact():
             first, second = (line.split(": ", 1)[1] for line in example.input.split("\n"))
             yield example.answer, facts(first), facts(second)
 
-    for answer, first, second in pairs(altered_share=0.0):
+    for _, first, second in pairs(altered_share=0.0):
         assert first == second  # rewordings and role swaps keep every name, place and number
     changed = [first != second for answer, first, second in pairs(altered_share=1.0) if answer == "no"]
     assert changed and all(changed)

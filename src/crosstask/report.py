@@ -152,7 +152,8 @@ def _symmetric(values: pd.DataFrame | np.ndarray) -> tuple[float, float]:
 def _delta_figure(out_dir: Path, delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str) -> FigureEntry:
     labels = delta_pp.map("{:+.1f}".format) + significant.map({True: "*", False: ""}.get)
     marked = int(significant.to_numpy().sum())
-    footnote = f"Bold with * : the {confidence} excludes 0." if confidence else "No item-level scores: significance not shown."
+    footnote = (f"Bold with * : the {confidence} excludes 0." if confidence
+                else "No item-level scores: significance not shown.")
     path = _heatmap(
         out_dir / "matrix_delta.png", delta_pp, labels, bold=significant, footnote=footnote,
         title="Transfer: adapter minus base", colorbar="Δ from base (pp)", cmap=DIVERGING,
@@ -261,7 +262,9 @@ def _reading(delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str)
     n_targets = delta_pp.shape[1]
     best, worst = per_adapter.idxmax(), per_adapter.idxmin()
     if len(per_adapter) == 1:
-        sentences = [f"Averaged over {n_targets} targets, the adapter {best} scores {per_adapter[best]:+.1f} pp against base."]
+        sentences = [
+            f"Averaged over {n_targets} targets, the adapter {best} scores {per_adapter[best]:+.1f} pp against base."
+        ]
     else:
         sentences = [
             f"Averaged over {n_targets} targets, {best} gains most ({per_adapter[best]:+.1f} pp against base) "
@@ -320,7 +323,9 @@ def _traits_rows(traits: LatentTraits) -> list[dict]:
             "cumulative": f"{total * 100:.1f}",
             "top_tasks": ", ".join(f"{task} ({loadings.at[name, task]:+.2f})" for task in tasks),
         }
-        for name, ratio, total, tasks in zip(loadings.index, traits.explained_variance_ratio_, cumulative, traits.top_tasks_)
+        for name, ratio, total, tasks in zip(
+            loadings.index, traits.explained_variance_ratio_, cumulative, traits.top_tasks_
+        )
     ]
 
 
