@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from .evaluation import encode_continuation, encode_prompt
 from .tasks.base import Example, TaskSpec
 
 IGNORE_INDEX = -100
+# The Trainer itself calls this deprecated transformers property; the warning is not the user's to act on.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 def tokenize_examples(tokenizer, spec: TaskSpec, examples: list[Example], max_length: int) -> tuple[list[dict], int]:
