@@ -51,3 +51,10 @@ def test_missing_and_malformed_files(tmp_path: Path):
     scalar.write_text("just a string\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_experiment(scalar)
+
+
+def test_compact_dump_round_trips():
+    experiment = parse_experiment({**MINIMAL, "sources": ["sentiment_binary", {"task": "nli", "noise": 0.2}]})
+    compact = experiment.compact_dump()
+    assert compact["sources"] == ["sentiment_binary", {"task": "nli", "noise": 0.2}]
+    assert parse_experiment(compact) == experiment

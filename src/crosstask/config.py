@@ -143,6 +143,14 @@ class Experiment(Strict):
     def target_refs(self) -> list[TaskRef]:
         return list(self.targets)  # type: ignore[arg-type]
 
+    def compact_dump(self) -> dict:
+        """The settings as a user would write them: plain task names where an entry has no options."""
+        settings = self.model_dump(mode="json", exclude_none=True)
+        for key, refs in (("sources", self.source_refs), ("targets", self.target_refs)):
+            settings[key] = [ref.model_dump(mode="json", exclude_defaults=True) for ref in refs]
+            settings[key] = [entry["task"] if list(entry) == ["task"] else entry for entry in settings[key]]
+        return settings
+
 
 def _describe(error: ValidationError) -> str:
     parts = []

@@ -108,7 +108,7 @@ def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), execu
     reporter = reporter or Reporter(enabled=False)
     the_plan = plan(experiment, base_dir)
     workspace = Workspace(out_dir)
-    (workspace.root / "experiment.yaml").write_text(yaml.safe_dump(experiment.model_dump(), sort_keys=False))
+    (workspace.root / "experiment.yaml").write_text(yaml.safe_dump(experiment.compact_dump(), sort_keys=False))
     run_id = workspace.store.start_run(experiment.model_dump_json(), the_plan.model.name, the_plan.model.key)
     todo = pending(the_plan.jobs, workspace)
     reporter.log(f"{experiment.name}: {len(the_plan.jobs) - len(todo)} of {len(the_plan.jobs)} jobs already done")
@@ -155,7 +155,7 @@ def export(root: Path, rows: list[str], columns: list[str], experiment: Experime
         "traits_skipped": traits_skipped,
         "name": experiment.name,
         "base_model": experiment.base_model,
-        "settings": json.loads(experiment.model_dump_json()),
+        "settings": experiment.compact_dump(),
         "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(latest.get("started", time.time()))),
         "timings": _timings(workspace),
     }
