@@ -130,7 +130,7 @@ def main() -> None:
         print(f"| {row['task']} | {row['model']} | {row['items']} | {row['crosstask_s']:.1f} | {row['lm_eval_s']:.1f} "
               f"| {row['speedup']:.2f}× | {row['crosstask_acc']:.2f} / {row['lm_eval_acc']:.2f} "
               f"| {row['crosstask_acc_norm']:.2f} / {row['lm_eval_acc_norm']:.2f} "
-              f"| {row['prediction_agreement']:.0%} | {row['max_loglik_gap']:.3f} |")
+              f"| {row['prediction_agreement']:.0%} | {row['max_loglik_gap']:.1e} |")
 
 
 if __name__ == "__main__":
