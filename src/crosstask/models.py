@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -170,7 +169,3 @@ def load_model(resolved: ResolvedModel, dtype: torch.dtype):
 
 def _contiguous_input(module, args):
     return (args[0].contiguous(), *args[1:])
-
-
-def describe(resolved: ResolvedModel) -> str:
-    return json.dumps({"name": resolved.name, "location": resolved.location, "key": resolved.key})

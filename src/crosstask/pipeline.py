@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ import yaml
 
 from .analysis.bootstrap import paired_bootstrap
 from .analysis.traits import LatentTraits
-from .config import Experiment, TaskRef
+from .config import Experiment, TaskRef, parse_experiment
 from .errors import CrosstaskError
 from .jobs import BASE, EvalJob, Job, LocalExecutor, TrainJob, Workspace
 from .models import ResolvedModel, choose_dtype, resolve_model
@@ -117,7 +118,7 @@ def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), execu
         (executor or LocalExecutor()).run(todo, workspace, reporter)
     workspace.store.finish_run(run_id)
     reporter.log(f"jobs finished in {time.perf_counter() - started:.0f} s")
-    return export(workspace.root, the_plan.rows, the_plan.columns, experiment)
+    return export(workspace, the_plan.rows, the_plan.columns, experiment)
 
 
 def matrix_from_store(workspace: Workspace, rows: list[str], columns: list[str]) -> pd.DataFrame:
@@ -132,22 +133,29 @@ def matrix_from_store(workspace: Workspace, rows: list[str], columns: list[str])
     return matrix
 
 
-def export(root: Path, rows: list[str], columns: list[str], experiment: Experiment) -> Path:
+def _write_atomically(path: Path, text: str) -> None:
+    """A reader (or a kill) never sees half a table: write beside, then rename into place."""
+    scratch = path.with_name(f".{path.name}.partial")
+    scratch.write_text(text)
+    os.replace(scratch, path)
+
+
+def export(workspace: Workspace, rows: list[str], columns: list[str], experiment: Experiment) -> Path:
     """Write matrix.csv, intervals.csv, traits.json and the report from the store."""
     from .report import write_report
 
-    workspace = Workspace(root)
+    root = workspace.root
     matrix = matrix_from_store(workspace, rows, columns)
-    matrix.to_csv(root / "matrix.csv", float_format="%.4f")
+    _write_atomically(root / "matrix.csv", matrix.to_csv(float_format="%.4f"))
     items = workspace.store.items(models=rows, targets=columns)
     intervals = paired_bootstrap(items[["model", "target", "item", "correct"]],
                                  n_resamples=experiment.eval.bootstrap_resamples, seed=experiment.seed)
-    intervals.to_csv(root / "intervals.csv", index=False, float_format="%.4f")
+    _write_atomically(root / "intervals.csv", intervals.to_csv(index=False, float_format="%.4f"))
     traits, traits_skipped = None, None
     (root / "traits.json").unlink(missing_ok=True)  # never leave the traits of an earlier matrix behind
     try:
         traits = LatentTraits(experiment.analysis.n_components, experiment.analysis.input).fit(matrix)
-        (root / "traits.json").write_text(json.dumps(traits.to_dict(), indent=2))
+        _write_atomically(root / "traits.json", json.dumps(traits.to_dict(), indent=2))
     except ValueError as reason:  # too few adapters or tasks, or no variance between adapters
         traits_skipped = f"Latent traits were not computed: {reason}."
     latest = workspace.store.latest_run() or {}
@@ -171,14 +179,13 @@ def _timings(workspace: Workspace) -> dict[str, float]:
 
 def report(root: Path) -> Path:
     """Rebuild the tables and the report of a run directory from its store."""
-    from .config import parse_experiment
-
     root = Path(root)
     if not (root / "results.sqlite").is_file():
         raise CrosstaskError(f"{root} is not a crosstask run directory (no results.sqlite)")
-    latest = Workspace(root).store.latest_run()
+    workspace = Workspace(root)
+    latest = workspace.store.latest_run()
     if latest is None:
         raise CrosstaskError(f"{root}: the store holds no run yet")
     experiment = parse_experiment(json.loads(latest["experiment"]), str(root))
     rows = [BASE] + [ref.label for ref in experiment.source_refs]
-    return export(root, rows, [ref.label for ref in experiment.target_refs], experiment)
+    return export(workspace, rows, [ref.label for ref in experiment.target_refs], experiment)
