@@ -18,6 +18,9 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from .tasks.base import TARGET_DELIMITER, Example, TaskSpec
 
+# Part of every cell's content key: bump it when a change to scoring would change stored results.
+SCORING_VERSION = 1
+
 
 @dataclass
 class ItemResult:

@@ -22,11 +22,13 @@ from .analysis.bootstrap import paired_bootstrap
 from .analysis.traits import LatentTraits
 from .config import Experiment, TaskRef, parse_experiment
 from .errors import CrosstaskError
+from .evaluation import SCORING_VERSION
 from .jobs import BASE, EvalJob, Job, LocalExecutor, TrainJob, Workspace
 from .models import ResolvedModel, choose_dtype, resolve_model
 from .progress import Reporter
 from .tasks.base import Example
 from .tasks.data import build_examples, examples_digest, register_definitions, resolve
+from .training import TRAINING_VERSION
 
 
 def content_key(*parts) -> str:
@@ -71,7 +73,8 @@ def plan(experiment: Experiment, base_dir: Path = Path(".")) -> Plan:
                              frozenset(held_out.get(ref.task, ())))
         spec = resolve(ref).spec
         seed = experiment.seed if ref.seed is None else ref.seed
-        key = content_key("train", model_key, examples_digest(spec, examples), experiment.lora.model_dump(), seed)
+        key = content_key("train", TRAINING_VERSION, model_key, examples_digest(spec, examples),
+                          experiment.lora.model_dump(), seed)
         adapter_keys[ref.label] = key
         result.jobs.append(TrainJob(ref.label, key, ref.task, spec, tuple(examples), model, dtype,
                                     experiment.lora, seed))
@@ -79,7 +82,8 @@ def plan(experiment: Experiment, base_dir: Path = Path(".")) -> Plan:
         for ref in experiment.target_refs:
             spec = resolve(ref).spec
             examples = eval_sets[ref.label]
-            key = content_key("eval", model_key, adapter_keys.get(model_name, BASE), examples_digest(spec, examples))
+            key = content_key("eval", SCORING_VERSION, model_key, adapter_keys.get(model_name, BASE),
+                              examples_digest(spec, examples))
             result.jobs.append(EvalJob(model_name, ref.label, key, ref.task, spec, tuple(examples), model, dtype,
                                        experiment.eval.batch_size, adapter_keys.get(model_name)))
     return result

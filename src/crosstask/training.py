@@ -23,6 +23,8 @@ from .evaluation import encode_continuation, encode_prompt
 from .tasks.base import Example, TaskSpec
 
 IGNORE_INDEX = -100
+# Part of every adapter's content key: bump it when a change to training would change the weights.
+TRAINING_VERSION = 1
 # The Trainer itself calls this deprecated transformers property; the warning is not the user's to act on.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 

@@ -38,7 +38,6 @@ class TaskFamily:
     make_choice_input: Optional[ChoiceMaker] = None
     make_generate_example: Optional[GenerateMaker] = None
     data: Optional[dict] = None  # file-backed tasks: the DataSource settings (see tasks.loaders)
-    version: str = "1"  # bump when a generator's output changes, so cached results are recomputed
 
     @property
     def is_generator(self) -> bool:
@@ -70,15 +69,15 @@ def register_family(family: TaskFamily, *, replace: bool = False) -> TaskFamily:
     return family
 
 
-def register_generator(spec: TaskSpec, options_model: type[BaseModel] = NoOptions, version: str = "1"):
+def register_generator(spec: TaskSpec, options_model: type[BaseModel] = NoOptions):
     """Decorator for a built-in generator; choice tasks get ``(rng, label, options) -> input``,
     generate tasks get ``(rng, options) -> Example``."""
 
     def decorate(function):
         if spec.answer_type == "choice":
-            family = TaskFamily(spec, options_model, make_choice_input=function, version=version)
+            family = TaskFamily(spec, options_model, make_choice_input=function)
         else:
-            family = TaskFamily(spec, options_model, make_generate_example=function, version=version)
+            family = TaskFamily(spec, options_model, make_generate_example=function)
         register_family(family)
         return function
 
