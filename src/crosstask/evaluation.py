@@ -75,6 +75,7 @@ def score_choice(model, tokenizer, spec: TaskSpec, examples: list[Example], batc
         label_matrix[row, : len(ids)] = torch.tensor(ids)
         label_mask[row, : len(ids)] = 1
     n_labels = len(spec.labels)
+    label_chars = torch.tensor([len(TARGET_DELIMITER + label) for label in spec.labels], dtype=torch.float32)
 
     results: list[Optional[ItemResult]] = [None] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(prompt_ids[i]))
@@ -98,11 +99,10 @@ def score_choice(model, tokenizer, spec: TaskSpec, examples: list[Example], batc
             picked = logprobs.gather(-1, continuation[:, 1:].unsqueeze(-1)).squeeze(-1)
             picked = (picked * continuation_mask[:, 1:]).sum(-1).view(len(batch), n_labels)
             logliks = logliks + picked
-        lengths = torch.tensor([len(TARGET_DELIMITER + label) for label in spec.labels], dtype=torch.float32)
         for row, index in enumerate(batch):
             scores = logliks[row].tolist()
             best = spec.labels[int(logliks[row].argmax())]
-            best_norm = spec.labels[int((logliks[row] / lengths).argmax())]
+            best_norm = spec.labels[int((logliks[row] / label_chars).argmax())]
             gold = examples[index].answer
             results[index] = ItemResult(
                 index=index, prompt=prompts[index], gold=gold, prediction=best, correct=best == gold,
