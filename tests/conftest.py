@@ -52,3 +52,27 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not beside this checkout")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_model_dir) -> Path:
+    """A finished run of the tiny model (3 sources x 4 targets, choice and generate) for analyses to read.
+
+    Session-scoped and shared: tests must treat it as read-only and write their outputs elsewhere.
+    """
+    from crosstask import api
+
+    settings = {
+        "name": "tiny-analysis",
+        "base_model": str(tiny_model_dir),
+        "precision": "fp32",
+        "sources": ["sentiment_binary", "word_problems", {"task": "nli", "noise": 0.3}],
+        "targets": ["sentiment_binary", "sentiment_3way", "word_problems", "nli"],
+        "train_examples": 12,
+        "eval_examples": 8,
+        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 192, "lr": 0.05, "epochs": 1},
+        "eval": {"batch_size": 8, "bootstrap_resamples": 100},
+    }
+    run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
+    api.run(settings, out_dir=run_dir, progress=False)
+    return run_dir

@@ -1,0 +1,159 @@
+"""What every analysis of a finished run reads (:class:`RunData`) and hands to the report (:class:`Section`).
+
+An analysis module has two layers, like scikit-learn estimators wrapped by a script:
+
+* a class that takes parameters in ``__init__``, learns in ``fit`` from plain DataFrames/arrays and
+  exposes its results as ``attr_`` (usable in a notebook without any run directory);
+* a function ``analyze(run: RunData, out_dir: Path) -> Section`` that feeds the class from a run,
+  writes its table(s) and figure(s) into ``out_dir`` and returns a :class:`Section` whose ``reading``
+  is one sentence computed from this run's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import Experiment, TaskRef, parse_experiment
+from ..errors import CrosstaskError
+from ..tasks.base import Example, TaskSpec
+from ..tasks.data import resolve
+
+
+@dataclass(frozen=True)
+class Figure:
+    title: str
+    caption: str
+    path: Path
+
+
+@dataclass
+class Section:
+    name: str  # the key of ``crosstask analyze --only`` and of the report anchor
+    title: str
+    reading: str  # one plain-language sentence computed from this run
+    tables: list[Path] = field(default_factory=list)
+    figures: list[Figure] = field(default_factory=list)
+    skipped: str = ""  # why the analysis has nothing to say for this run (e.g. no generate targets)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "title": self.title, "reading": self.reading, "skipped": self.skipped,
+            "tables": [path.name for path in self.tables],
+            "figures": [{"title": f.title, "caption": f.caption, "path": f.path.name} for f in self.figures],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, folder: Path) -> Section:
+        return cls(
+            name=data["name"], title=data["title"], reading=data["reading"], skipped=data.get("skipped", ""),
+            tables=[folder / name for name in data["tables"]],
+            figures=[Figure(f["title"], f["caption"], folder / f["path"]) for f in data["figures"]],
+        )
+
+
+class RunData:
+    """A finished run directory, loaded lazily: settings, matrix, items, and the exact examples used."""
+
+    def __init__(self, root: str | Path):
+        from ..store import Store
+
+        self.root = Path(root)
+        if not (self.root / "results.sqlite").is_file():
+            raise CrosstaskError(f"{self.root} is not a crosstask run directory (no results.sqlite)")
+        self.store = Store(self.root / "results.sqlite")
+
+    @cached_property
+    def experiment(self) -> Experiment:
+        latest = self.store.latest_run()
+        if latest is None:
+            raise CrosstaskError(f"{self.root}: the store holds no run yet")
+        return parse_experiment(json.loads(latest["experiment"]), str(self.root))
+
+    @property
+    def sources(self) -> list[str]:
+        return [ref.label for ref in self.experiment.source_refs]
+
+    @property
+    def targets(self) -> list[str]:
+        return [ref.label for ref in self.experiment.target_refs]
+
+    @property
+    def models(self) -> list[str]:
+        return ["base", *self.sources]
+
+    @cached_property
+    def matrix(self) -> pd.DataFrame:
+        """Scores in [0, 1]: rows ``base`` then the adapters, columns the targets."""
+        cells = self.store.cells()
+        table = cells.pivot(index="model", columns="target", values="score")
+        missing = [(m, t) for m in self.models for t in self.targets if m not in table.index or t not in table.columns]
+        if missing:
+            raise CrosstaskError(f"{self.root}: no result for {missing[0][0]!r} on {missing[0][1]!r}; "
+                                 "finish the run first (crosstask run)")
+        matrix = table.loc[self.models, self.targets].astype(float)
+        matrix.index.name, matrix.columns.name = "model", None
+        return matrix
+
+    @property
+    def delta(self) -> pd.DataFrame:
+        """Adapter rows minus the base row."""
+        return self.matrix.drop(index="base") - self.matrix.loc["base"]
+
+    @cached_property
+    def items(self) -> pd.DataFrame:
+        """Every evaluated item (see :meth:`Store.items`), with ``logliks`` parsed into dicts."""
+        items = self.store.items(models=self.models, targets=self.targets)
+        items["logliks"] = items["logliks"].map(lambda text: json.loads(text) if isinstance(text, str) else None)
+        return items
+
+    @cached_property
+    def _plan(self):
+        from ..pipeline import plan
+
+        return plan(self.experiment)
+
+    def _ref(self, label: str, refs: list[TaskRef]) -> TaskRef:
+        for ref in refs:
+            if ref.label == label:
+                return ref
+        raise CrosstaskError(f"{self.root}: no task named {label!r} in this run")
+
+    def source_spec(self, source: str) -> TaskSpec:
+        return resolve(self._ref(source, self.experiment.source_refs)).spec
+
+    def target_spec(self, target: str) -> TaskSpec:
+        return resolve(self._ref(target, self.experiment.target_refs)).spec
+
+    def train_examples(self, source: str) -> list[Example]:
+        """The exact training examples of a source adapter (rebuilt deterministically from the settings)."""
+        from ..jobs import TrainJob
+
+        for job in self._plan.jobs:
+            if isinstance(job, TrainJob) and job.adapter == source:
+                return list(job.examples)
+        raise CrosstaskError(f"{self.root}: no source named {source!r} in this run")
+
+    def eval_examples(self, target: str) -> list[Example]:
+        from ..jobs import EvalJob
+
+        for job in self._plan.jobs:
+            if isinstance(job, EvalJob) and job.target == target:
+                return list(job.examples)
+        raise CrosstaskError(f"{self.root}: no target named {target!r} in this run")
+
+    @cached_property
+    def tokenizer(self):
+        from ..models import load_tokenizer
+
+        return load_tokenizer(self._plan.model)
+
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+    def adapter_dir(self, source: str) -> Path:
+        return self.root / "adapters" / source
