@@ -48,6 +48,15 @@ def report(run_dir: Union[str, Path]) -> Path:
     return pipeline.report(Path(run_dir))
 
 
+def analyze(run_dir: Union[str, Path], only: Optional[list[str]] = None, progress: bool = True) -> Path:
+    """Run the analyses (all, or those named in ``only``) into ``RUN_DIR/analysis/``; rebuild the report."""
+    from .analysis.suite import analyze_run
+
+    reporter = Reporter(enabled=progress)
+    analyze_run(run_dir, only, on_start=lambda name: reporter.log(f"analysis: {name}"))
+    return pipeline.report(Path(run_dir))
+
+
 def tasks() -> list[TaskFamily]:
     return list_families()
 

@@ -22,6 +22,12 @@ def _report(args) -> None:
     print(f"report: {api.report(args.run_dir)}")
 
 
+def _analyze(args) -> None:
+    from . import api
+
+    print(f"report: {api.analyze(args.run_dir, only=args.only, progress=not args.quiet)}")
+
+
 def _tasks(args) -> None:
     from . import api
 
@@ -52,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="rebuild matrix.csv, traits.json and report.html from a run's store")
     report.add_argument("run_dir")
     report.set_defaults(handler=_report)
+
+    from .analysis.suite import list_analyses
+
+    analyze = commands.add_parser("analyze", help="explain a finished run: lengths, labels, similarity, syntax, "
+                                                  "asymmetry, prediction (tables and plots in RUN_DIR/analysis/)")
+    analyze.add_argument("run_dir")
+    analyze.add_argument("--only", nargs="+", metavar="NAME", choices=list_analyses(),
+                         help=f"run only these analyses: {', '.join(list_analyses())}")
+    analyze.add_argument("--quiet", action="store_true", help="no progress messages")
+    analyze.set_defaults(handler=_analyze)
 
     tasks = commands.add_parser("tasks", help="list the registered tasks with one rendered example each")
     tasks.set_defaults(handler=_tasks)

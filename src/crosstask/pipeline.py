@@ -19,6 +19,7 @@ import pandas as pd
 import yaml
 
 from .analysis.bootstrap import paired_bootstrap
+from .analysis.suite import SECTIONS_FILE, cells_key, read_sections
 from .analysis.traits import LatentTraits
 from .config import Experiment, TaskRef, parse_experiment
 from .errors import CrosstaskError
@@ -171,7 +172,11 @@ def export(workspace: Workspace, rows: list[str], columns: list[str], experiment
         "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(latest.get("started", time.time()))),
         "timings": _timings(workspace),
     }
-    return write_report(root, matrix, intervals, traits, meta)
+    sections = read_sections(root, cells_key(workspace.store, rows, columns))
+    if not sections and (root / "analysis" / SECTIONS_FILE).is_file():
+        meta["analyses_note"] = ("The analyses in analysis/ were made from earlier results; "
+                                 "run `crosstask analyze` again to bring them up to date.")
+    return write_report(root, matrix, intervals, traits, meta, list(sections.values()))
 
 
 def _timings(workspace: Workspace) -> dict[str, float]:

@@ -6,9 +6,7 @@ embeds them as data URIs, so the single file opens from disk or an e-mail with n
 
 from __future__ import annotations
 
-import base64
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +14,9 @@ import pandas as pd
 import seaborn as sns
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure as MplFigure
 
+from .analysis.base import Figure, Section
 from .analysis.traits import BASE, LatentTraits
 
 DIVERGING = "vlag"
@@ -27,28 +26,19 @@ TEMPLATES = Path(__file__).with_name("templates")
 STYLE = {"font.size": 10, "axes.titlesize": 12, "axes.labelsize": 10, "xtick.labelsize": 9, "ytick.labelsize": 9}
 
 
-@dataclass(frozen=True)
-class FigureEntry:
-    title: str
-    caption: str
-    path: Path
-
-    @property
-    def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.path.read_bytes()).decode("ascii")
-
-
 def write_report(
     out_dir: str | Path,
     matrix: pd.DataFrame,
     intervals: pd.DataFrame | None,
     traits: LatentTraits | None,
     meta: dict,
+    sections: list[Section] | None = None,
 ) -> Path:
     """Write the figures and ``report.html`` into ``out_dir``; return the HTML path.
 
     ``intervals`` (from :func:`paired_bootstrap`) may be None when no item-level scores exist;
-    ``traits`` is None when the run has too few adapters for PCA.
+    ``traits`` is None when the run has too few adapters for PCA; ``sections`` are the recorded
+    analyses (``crosstask analyze``), shown after the traits.
     """
     missing = {"name", "base_model", "settings", "created"} - set(meta)
     if missing:
@@ -92,6 +82,8 @@ def write_report(
         traits=_traits_rows(traits) if traits is not None else None,
         traits_input=traits.input if traits is not None else None,
         traits_skipped=(meta.get("traits_skipped") or _traits_skip_reason(adapters)) if traits is None else None,
+        sections=sections or [],
+        analyses_note=meta.get("analyses_note"),
     )
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")
@@ -118,7 +110,7 @@ def _heatmap(
 ) -> Path:
     """One annotated heatmap, sized so every cell stays readable whatever the matrix shape."""
     n_rows, n_cols = values.shape
-    figure = Figure(figsize=(max(4.5, 2.2 + 0.85 * n_cols), max(3.0, 1.6 + 0.42 * n_rows)), layout="constrained")
+    figure = MplFigure(figsize=(max(4.5, 2.2 + 0.85 * n_cols), max(3.0, 1.6 + 0.42 * n_rows)), layout="constrained")
     axes = figure.add_subplot()
     sns.heatmap(
         values, ax=axes, cmap=cmap, vmin=limits[0], vmax=limits[1], annot=labels.to_numpy(), fmt="",
@@ -149,7 +141,7 @@ def _symmetric(values: pd.DataFrame | np.ndarray) -> tuple[float, float]:
     return -largest, largest
 
 
-def _delta_figure(out_dir: Path, delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str) -> FigureEntry:
+def _delta_figure(out_dir: Path, delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str) -> Figure:
     labels = delta_pp.map("{:+.1f}".format) + significant.map({True: "*", False: ""}.get)
     marked = int(significant.to_numpy().sum())
     footnote = (f"Bold with * : the {confidence} excludes 0." if confidence
@@ -163,20 +155,20 @@ def _delta_figure(out_dir: Path, delta_pp: pd.DataFrame, significant: pd.DataFra
         "Difference from the base model in percentage points, per adapter (row) and target (column); "
         f"red is a gain, blue a loss. {marked} of {delta_pp.size} cells are marked significant."
     )
-    return FigureEntry("Transfer matrix (difference from base)", caption, path)
+    return Figure("Transfer matrix (difference from base)", caption, path)
 
 
-def _raw_figure(out_dir: Path, accuracy_pct: pd.DataFrame) -> FigureEntry:
+def _raw_figure(out_dir: Path, accuracy_pct: pd.DataFrame) -> Figure:
     path = _heatmap(
         out_dir / "matrix_raw.png", accuracy_pct, accuracy_pct.map("{:.1f}".format),
         title="Scores: base model and adapters", colorbar="score (%)", cmap=SEQUENTIAL, limits=(0, 100),
         xlabel="target task", ylabel="model", line_below_row=1,
     )
     caption = "Score in percent of every model on every target; the base model is the top row, above the line."
-    return FigureEntry("Scores (base and adapters)", caption, path)
+    return Figure("Scores (base and adapters)", caption, path)
 
 
-def _trait_figures(out_dir: Path, traits: LatentTraits) -> list[FigureEntry]:
+def _trait_figures(out_dir: Path, traits: LatentTraits) -> list[Figure]:
     return [
         _scree_figure(out_dir / "scree.png", traits),
         _loadings_figure(out_dir / "loadings.png", traits),
@@ -184,7 +176,7 @@ def _trait_figures(out_dir: Path, traits: LatentTraits) -> list[FigureEntry]:
     ]
 
 
-def _loadings_figure(path: Path, traits: LatentTraits) -> FigureEntry:
+def _loadings_figure(path: Path, traits: LatentTraits) -> Figure:
     loadings = traits.components_frame()
     _heatmap(
         path, loadings, loadings.map("{:+.2f}".format), title="Task loadings", colorbar="loading",
@@ -194,10 +186,10 @@ def _loadings_figure(path: Path, traits: LatentTraits) -> FigureEntry:
         "Loading of every target task on each component (rows); tasks with large loadings of the same "
         "sign move together and name the trait."
     )
-    return FigureEntry("Task loadings", caption, path)
+    return Figure("Task loadings", caption, path)
 
 
-def _weights_figure(path: Path, traits: LatentTraits) -> FigureEntry:
+def _weights_figure(path: Path, traits: LatentTraits) -> Figure:
     # Delta/raw weights are in score units (fractions); percentage points read more naturally.
     if traits.input == "standardized":
         weights, unit, label = traits.weights_frame(), "SD units", "{:+.2f}".format
@@ -211,14 +203,14 @@ def _weights_figure(path: Path, traits: LatentTraits) -> FigureEntry:
         f"Score of every adapter on each component ({unit}): its ability profile. A positive weight means "
         "the adapter moves the targets the way the component's positive loadings point."
     )
-    return FigureEntry("Adapter ability profiles", caption, path)
+    return Figure("Adapter ability profiles", caption, path)
 
 
-def _scree_figure(path: Path, traits: LatentTraits) -> FigureEntry:
+def _scree_figure(path: Path, traits: LatentTraits) -> Figure:
     names = traits.components_frame().index
     percent = traits.explained_variance_ratio_ * 100
     cumulative = np.cumsum(percent)
-    figure = Figure(figsize=(max(4.5, 1.8 + 0.6 * len(names)), 3.4), layout="constrained")
+    figure = MplFigure(figsize=(max(4.5, 1.8 + 0.6 * len(names)), 3.4), layout="constrained")
     axes = figure.add_subplot()
     # Percentages go in the tick labels: above the bars they would collide with the cumulative line.
     ticks = [f"{name}\n{value:.0f} %" for name, value in zip(names, percent)]
@@ -233,7 +225,7 @@ def _scree_figure(path: Path, traits: LatentTraits) -> FigureEntry:
         f"Share of the variance between adapters explained by each component (bars) and cumulatively (line); "
         f"the first {at} explain {cumulative[at - 1]:.0f} %."
     )
-    return FigureEntry("Scree plot", caption, path)
+    return Figure("Scree plot", caption, path)
 
 
 # ------------------------------------------------------------------------------------ page content

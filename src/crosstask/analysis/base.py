@@ -11,6 +11,7 @@ An analysis module has two layers, like scikit-learn estimators wrapped by a scr
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -29,6 +30,11 @@ class Figure:
     title: str
     caption: str
     path: Path
+
+    @property
+    def data_uri(self) -> str:
+        """The PNG inlined, so the HTML report opens with nothing beside it."""
+        return "data:image/png;base64," + base64.b64encode(self.path.read_bytes()).decode("ascii")
 
 
 @dataclass

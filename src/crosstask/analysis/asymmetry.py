@@ -1,0 +1,73 @@
+"""Asymmetry: for tasks that are both a source and a target, does i help j as much as j helps i?
+
+On differences from the base model, ``asymmetry(i, j) = Δ[i → j] − Δ[j → i]`` where ``Δ[i → j]`` is
+the gain of the adapter trained on i when evaluated on j. A source and a target are the same task
+when the source's label equals the target's label.
+"""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure as MplFigure
+
+from .base import Figure, RunData, Section
+
+DPI = 150
+
+
+class TransferAsymmetry:
+    """``fit(delta)`` with ``delta`` adapters × targets (differences from base); sets ``table_``, ``matrix_``."""
+
+    def fit(self, delta: pd.DataFrame) -> TransferAsymmetry:
+        shared = [task for task in delta.index if task in delta.columns]
+        if len(shared) < 2:
+            raise ValueError("asymmetry needs at least two tasks that are both a source and a target")
+        square = delta.loc[shared, shared].astype(float)
+        self.matrix_ = square - square.T
+        rows = [{"task_a": a, "task_b": b, "a_to_b": square.at[a, b], "b_to_a": square.at[b, a],
+                 "asymmetry": square.at[a, b] - square.at[b, a]} for a, b in combinations(shared, 2)]
+        table = pd.DataFrame(rows)
+        self.table_ = table.reindex(table["asymmetry"].abs().sort_values(ascending=False).index).reset_index(drop=True)
+        return self
+
+
+def analyze(run: RunData, out_dir: Path) -> Section:
+    section = Section("asymmetry", "Asymmetry of transfer", reading="")
+    try:
+        asymmetry = TransferAsymmetry().fit(run.delta)
+    except ValueError as reason:
+        section.skipped = f"Not computed: {reason}."
+        return section
+    path = out_dir / "asymmetry.csv"
+    asymmetry.table_.to_csv(path, index=False, float_format="%.4f")
+    section.tables = [path]
+    section.figures = [_figure(out_dir / "asymmetry.png", asymmetry.matrix_ * 100)]
+    top = asymmetry.table_.iloc[0]
+    stronger, weaker = (top["task_a"], top["task_b"]) if top["asymmetry"] > 0 else (top["task_b"], top["task_a"])
+    gain_forward = max(top["a_to_b"], top["b_to_a"]) * 100
+    gain_back = min(top["a_to_b"], top["b_to_a"]) * 100
+    mean_abs = float(asymmetry.table_["asymmetry"].abs().mean() * 100)
+    section.reading = (f"The most asymmetric pair is {stronger} → {weaker}: {gain_forward:+.1f} pp one way against "
+                       f"{gain_back:+.1f} pp back; over {len(asymmetry.table_)} pairs the mean absolute asymmetry is "
+                       f"{mean_abs:.1f} pp.")
+    return section
+
+
+def _figure(path: Path, matrix_pp: pd.DataFrame) -> Figure:
+    n = len(matrix_pp)
+    figure = MplFigure(figsize=(max(4.5, 2.0 + 0.8 * n), max(3.8, 1.6 + 0.7 * n)), layout="constrained")
+    axes = figure.add_subplot()
+    limit = float(np.nanmax(np.abs(matrix_pp.to_numpy()))) or 1.0
+    sns.heatmap(matrix_pp, ax=axes, cmap="vlag", vmin=-limit, vmax=limit, annot=True, fmt="+.1f", square=True,
+                annot_kws={"fontsize": 8}, linewidths=0.6, linecolor="white",
+                cbar_kws={"label": "Δ[i→j] − Δ[j→i] (pp)"})
+    axes.set(title="Transfer asymmetry", xlabel="target j", ylabel="source i")
+    figure.savefig(path, dpi=DPI)
+    caption = ("Row i, column j: how much more source i helps target j than source j helps target i, in percentage "
+               "points of difference from base. The matrix is antisymmetric; strong colours mark one-way transfer.")
+    return Figure("Asymmetry", caption, path)

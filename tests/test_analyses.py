@@ -1,0 +1,132 @@
+"""Length, label and asymmetry analyses on hand-built inputs with known answers, and `crosstask analyze` on a run."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from markupsafe import escape
+
+from crosstask import api
+from crosstask.analysis.asymmetry import TransferAsymmetry
+from crosstask.analysis.labels import LabelShift, js_divergence, map_prior
+from crosstask.analysis.lengths import LengthShift, interpolation_coefficient
+from crosstask.analysis.suite import analyze_run, register_analysis
+from crosstask.cli import main
+from crosstask.tasks.registry import get_family
+
+
+def test_interpolation_is_zero_at_base_one_at_source_and_half_between():
+    rng = np.random.default_rng(0)
+    base, source = rng.normal(10, 2, 400), rng.normal(60, 5, 300)
+    assert interpolation_coefficient(base, base, source) == pytest.approx(0, abs=0.03)
+    assert interpolation_coefficient(source, base, source) == pytest.approx(1, abs=0.03)
+    halfway = np.concatenate([np.quantile(base, q := np.linspace(0, 1, 200)) * 0.5 + np.quantile(source, q) * 0.5])
+    assert interpolation_coefficient(halfway, base, source) == pytest.approx(0.5, abs=0.03)
+    assert np.isnan(interpolation_coefficient(base, source, source))
+
+
+def test_length_shift_distance_is_zero_for_an_adapter_that_writes_gold_lengths():
+    gold = np.array([5, 6, 7, 8])
+    shift = LengthShift().fit({"good": gold, "long": gold + 40}, gold, base=np.array([30, 30, 31, 32]),
+                              source_lengths={"good": gold, "long": np.array([45, 46, 47, 48])},
+                              scores={"good": 0.9, "long": 0.1})
+    table = shift.table_.set_index("model")
+    assert table.at["good", "wasserstein_to_gold"] == 0
+    assert table.at["long", "wasserstein_to_gold"] == pytest.approx(40)
+    assert table.at["long", "interpolation"] > 0.9  # wrote like its source
+    assert table.at["good", "score"] == 0.9
+
+
+def test_a_model_that_always_predicts_one_class():
+    labels = ("positive", "negative")
+    gold = ["positive", "negative"] * 5
+    shift = LabelShift(labels).fit(gold, {"base": gold, "stuck": ["negative"] * 10},
+                                   {"stuck": np.array([0.0, 1.0])})
+    table = shift.table_.set_index("model")
+    assert table.at["base", "js_to_gold"] == 0 and table.at["base", "accuracy"] == 1
+    assert table.at["stuck", "accuracy"] == 0.5
+    assert json.loads(table.at["stuck", "predicted"]) == {"positive": 0.0, "negative": 1.0}
+    assert table.at["stuck", "js_to_source"] == 0  # exactly its source's all-negative prior
+    assert table.at["stuck", "toward_source"] == pytest.approx(js_divergence(np.array([.5, .5]), np.array([0, 1.])))
+    confusion = shift.confusion_["stuck"]
+    assert confusion.loc["positive", "negative"] == 5 and confusion["positive"].sum() == 0
+
+
+def test_source_priors_map_across_tasks_by_label_meaning():
+    binary, rating = get_family("sentiment_binary").spec, get_family("rating_5star").spec
+    prior = map_prior(["positive"] * 3 + ["negative"], binary, rating)
+    assert dict(zip(rating.labels, prior)) == pytest.approx({"1": .125, "2": .125, "3": 0, "4": .375, "5": .375})
+    assert map_prior(["positive"], binary, get_family("nli").spec) is None
+
+
+def test_asymmetry_of_a_known_matrix():
+    delta = pd.DataFrame([[0.3, 0.2, 0.0], [-0.1, 0.4, 0.1]], index=["a", "b"], columns=["a", "b", "c"])
+    fitted = TransferAsymmetry().fit(delta)
+    row = fitted.table_.iloc[0]
+    assert (row["task_a"], row["task_b"]) == ("a", "b") and row["asymmetry"] == pytest.approx(0.3)
+    assert np.allclose(fitted.matrix_, -fitted.matrix_.T)
+    with pytest.raises(ValueError, match="at least two"):
+        TransferAsymmetry().fit(delta.loc[["a"]])
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    return shutil.copytree(tiny_run, tmp_path / "run")
+
+
+def test_analyze_writes_tables_figures_and_report_sections(run_copy):
+    sections = analyze_run(run_copy, only=["lengths", "labels", "asymmetry"])
+    assert [section.name for section in sections] == ["lengths", "labels", "asymmetry"]
+    out = run_copy / "analysis"
+    lengths = pd.read_csv(out / "lengths.csv")
+    assert set(lengths["target"]) == {"word_problems"}
+    assert set(lengths["model"]) == {"sentiment_binary", "word_problems", "nli"}
+    labels = pd.read_csv(out / "labels.csv")
+    assert set(labels["target"]) == {"sentiment_binary", "sentiment_3way", "nli"}
+    assert len(labels) == 3 * 4
+    assert len(pd.read_csv(out / "asymmetry.csv")) == 3  # pairs of sentiment_binary, word_problems, nli
+    for section in sections:
+        assert section.reading and all(figure.path.is_file() for figure in section.figures)
+    assert not list(out.glob(".partial-*"))
+    report = api.report(run_copy).read_text()
+    for title in ("Generation length", "Label distribution", "Asymmetry of transfer"):
+        assert title in report
+    assert str(escape(sections[0].reading)) in report
+
+
+def test_sections_go_stale_when_the_cells_change(run_copy):
+    analyze_run(run_copy, only=["asymmetry"])
+    assert "Asymmetry of transfer" in api.report(run_copy).read_text()
+    import sqlite3
+
+    with sqlite3.connect(run_copy / "results.sqlite") as connection:
+        connection.execute("UPDATE cells SET key = 'changed' WHERE model = 'base' AND target = 'nli'")
+    report = api.report(run_copy).read_text()
+    assert "Asymmetry of transfer" not in report and "run `crosstask analyze` again" in report
+
+
+def test_a_failing_analysis_names_itself_and_leaves_earlier_results(run_copy, capsys):
+    def broken(run, out_dir):
+        (out_dir / "half.csv").write_text("a,b\n1")
+        raise ZeroDivisionError("boom")
+
+    register_analysis("broken", broken)
+    try:
+        analyze_run(run_copy, only=["asymmetry"])
+        assert main(["analyze", str(run_copy), "--only", "broken", "--quiet"]) == 2
+    finally:
+        from crosstask.analysis import suite
+
+        suite._REGISTRY.pop("broken")
+    assert "analysis 'broken' failed: ZeroDivisionError: boom" in capsys.readouterr().err
+    out = run_copy / "analysis"
+    assert not (out / "half.csv").exists() and not list(out.glob(".partial-*"))
+    recorded = json.loads((out / "sections.json").read_text())
+    assert [entry["name"] for entry in recorded["sections"]] == ["asymmetry"]
+
+
+def test_analyze_errors_are_one_line(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path), "--quiet"]) == 2
+    assert "not a crosstask run directory" in capsys.readouterr().err
