@@ -13,6 +13,7 @@ from crosstask.analysis.asymmetry import TransferAsymmetry
 from crosstask.analysis.labels import LabelShift, js_divergence, map_prior
 from crosstask.analysis.lengths import LengthShift, interpolation_coefficient
 from crosstask.analysis.suite import analyze_run, register_analysis
+from crosstask.analysis.variants import compare_variants
 from crosstask.cli import main
 from crosstask.tasks.registry import get_family
 
@@ -130,3 +131,37 @@ def test_a_failing_analysis_names_itself_and_leaves_earlier_results(run_copy, ca
 def test_analyze_errors_are_one_line(tmp_path, capsys):
     assert main(["analyze", str(tmp_path), "--quiet"]) == 2
     assert "not a crosstask run directory" in capsys.readouterr().err
+
+
+def test_compare_variants_gives_the_paired_difference():
+    rows = []
+    for item in range(20):
+        rows.append(("src", "t", item, 1))
+        rows.append(("src+mislabeled0.5", "t", item, int(item < 10)))  # wrong on half the items
+    items = pd.DataFrame(rows, columns=["model", "target", "item", "correct"])
+    table = compare_variants(items, [("src", "src+mislabeled0.5")], n_resamples=500)
+    row = table.iloc[0]
+    assert (row["source_score"], row["variant_score"], row["difference"]) == (1.0, 0.5, -0.5)
+    assert row["high"] < 0 and row["significant"]
+
+
+def test_variants_become_adapters_and_get_compared(tiny_model_dir, tmp_path):
+    settings = {
+        "name": "variants", "base_model": str(tiny_model_dir), "precision": "fp32",
+        "sources": [{"task": "sentiment_binary", "variants": [{"imbalanced": {"negative": 0.9}}, {"mislabeled": 1.0},
+                                                              {"subsample": 4}]}],
+        "targets": ["sentiment_binary", "toxicity"], "train_examples": 8, "eval_examples": 6,
+        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05},
+        "eval": {"batch_size": 6, "bootstrap_resamples": 100},
+    }
+    api.run(settings, out_dir=tmp_path / "run", progress=False)
+    names = ["sentiment_binary", "sentiment_binary+imbalanced-negative0.9", "sentiment_binary+mislabeled1",
+             "sentiment_binary+subsample4"]
+    assert list(api.load_matrix(tmp_path / "run").index) == ["base", *names]
+    sections = analyze_run(tmp_path / "run", only=["variants", "labels"])
+    table = pd.read_csv(tmp_path / "run" / "analysis" / "variants.csv")
+    assert set(table["variant"]) == set(names[1:]) and set(table["target"]) == {"sentiment_binary", "toxicity"}
+    assert "mislabeled1" in sections[1].reading
+    labels = pd.read_csv(tmp_path / "run" / "analysis" / "labels.csv").set_index(["model", "target"])
+    prior = json.loads(labels.at[(names[1], "sentiment_binary"), "source_prior"])
+    assert prior == {"positive": 0.125, "negative": 0.875}  # 1 and 7 of the 8 training items

@@ -58,3 +58,25 @@ def test_compact_dump_round_trips():
     compact = experiment.compact_dump()
     assert compact["sources"] == ["sentiment_binary", {"task": "nli", "noise": 0.2}]
     assert parse_experiment(compact) == experiment
+
+
+def test_variants_expand_into_extra_sources_with_clear_errors():
+    experiment = parse_experiment({"name": "x", "targets": ["nli"], "sources": [
+        {"task": "sentiment_binary", "variants": ["balanced", {"imbalanced": {"positive": 0.8}}, {"mislabeled": 0.3},
+                                                  {"subsample": 50}]}]})
+    refs = {ref.label: ref for ref in experiment.source_refs}
+    assert list(refs) == ["sentiment_binary", "sentiment_binary+balanced", "sentiment_binary+imbalanced-positive0.8",
+                          "sentiment_binary+mislabeled0.3", "sentiment_binary+subsample50"]
+    assert refs["sentiment_binary+balanced"].balance == "uniform"
+    assert refs["sentiment_binary+mislabeled0.3"].noise == 0.3 and refs["sentiment_binary+subsample50"].examples == 50
+    assert experiment.variant_pairs()[0] == ("sentiment_binary", "sentiment_binary+balanced")
+    assert parse_experiment(experiment.compact_dump()).source_refs == experiment.source_refs
+    for bad, message in [({"mislabeled": 2}, "in \\(0, 1\\]"), ({"imbalanced": 0.9}, "name the majority label"),
+                         ("upsampled", "unknown variant 'upsampled'"), ({"subsample": 0}, "positive whole number")]:
+        with pytest.raises(ConfigError, match=message):
+            parse_experiment({"name": "x", "targets": ["nli"], "sources": [{"task": "nli", "variants": [bad]}]})
+    with pytest.raises(ConfigError, match="apply to sources only"):
+        parse_experiment({"name": "x", "sources": ["nli"], "targets": [{"task": "nli", "variants": ["balanced"]}]})
+    with pytest.raises(ConfigError, match="repeated"):
+        parse_experiment({"name": "x", "targets": ["nli"], "sources": [
+            {"task": "nli", "variants": ["balanced"]}, {"task": "nli", "name": "nli+balanced"}]})

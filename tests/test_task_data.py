@@ -122,3 +122,10 @@ def test_file_in_a_source_entry_overrides_the_family(tmp_path: Path):
     path.write_text("".join(json.dumps({"t": f"review {i}", "s": "positive"}) + "\n" for i in range(5)))
     ref = TaskRef(task="sentiment_binary", data=DataSource(path=str(path), input="t", target="s"))
     assert {e.input for e in build_examples(ref, "train", 5, seed=0)} == {f"review {i}" for i in range(5)}
+
+
+def test_balance_wildcard_and_uniform():
+    skewed = build_examples(TaskRef(task="rating_5star", balance={"5": 0.6, "*": 0.4}), "train", 100, 0)
+    assert Counter(example.answer for example in skewed) == {"5": 60, "1": 10, "2": 10, "3": 10, "4": 10}
+    uniform = build_examples(TaskRef(task="nli", balance="uniform"), "train", 30, 0)
+    assert set(Counter(example.answer for example in uniform).values()) == {10}

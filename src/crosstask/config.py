@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -67,22 +67,79 @@ class TaskRef(Strict):
     name: Optional[str] = None  # row/column label in the matrix; defaults to the task name
     examples: Optional[int] = Field(None, ge=1)  # overrides train_examples / eval_examples
     seed: Optional[int] = None  # overrides the experiment seed
-    balance: Optional[dict[str, float]] = None  # label -> share, e.g. {positive: 0.9, negative: 0.1}
+    # label -> share, e.g. {positive: 0.9, negative: 0.1}; "*" gives every unnamed label that share
+    # ({positive: 0.9, "*": 0.1}); "uniform" means every label equally often
+    balance: Optional[Union[Literal["uniform"], dict[str, float]]] = None
     noise: float = Field(0.0, ge=0.0, le=1.0)  # share of items whose label is replaced by a wrong one
     options: dict = Field(default_factory=dict)  # generator options (see `crosstask tasks`)
     data: Optional[DataSource] = None  # read this task's examples from a file instead
+    # sources only: extra adapters trained on transformed copies of this source (see VARIANTS)
+    variants: list[Union[str, dict[str, Any]]] = Field(default_factory=list)
 
     @property
     def label(self) -> str:
         return self.name or self.task
 
+    def expand(self) -> list[TaskRef]:
+        """This source followed by one ref per variant, each named ``<label>+<variant>``."""
+        plain = self.model_copy(update={"variants": []})
+        return [plain, *(_variant(plain, entry) for entry in self.variants)]
+
+    @field_validator("variants")
+    @classmethod
+    def _known_variants(cls, variants):
+        for entry in variants:
+            name, _ = _variant_parts(entry)
+            if name not in VARIANTS:
+                raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
+        return variants
+
     @field_validator("balance")
     @classmethod
     def _positive_shares(cls, balance):
-        if balance is not None:
+        if isinstance(balance, dict):
             if any(share < 0 for share in balance.values()) or sum(balance.values()) <= 0:
                 raise ValueError("label shares must be non-negative and not all zero")
         return balance
+
+
+VARIANTS = {
+    "balanced": "every label equally often",
+    "imbalanced": "one label takes a share of the items, the others split the rest: {imbalanced: {positive: 0.9}}",
+    "mislabeled": "a `fraction` of the items get a wrong label (seeded): {mislabeled: 0.3}",
+    "subsample": "only `n` training items: {subsample: 50}",
+}
+
+
+def _variant_parts(entry: Union[str, dict]) -> tuple[str, Any]:
+    if isinstance(entry, str):
+        return entry, None
+    if len(entry) != 1:
+        raise ValueError(f"a variant is a name or a one-key mapping like {{mislabeled: 0.3}}, got {entry!r}")
+    return next(iter(entry.items()))
+
+
+def _variant(ref: TaskRef, entry: Union[str, dict]) -> TaskRef:
+    """The TaskRef of one variant: the same task and seed with balance, noise or size changed."""
+    name, value = _variant_parts(entry)
+    where = f"variant {name!r} of {ref.label!r}"
+    if name == "balanced":
+        return ref.model_copy(update={"name": f"{ref.label}+balanced", "balance": "uniform"})
+    if name == "imbalanced":
+        if not isinstance(value, dict) or len(value) != 1:
+            raise ConfigError(f"{where}: name the majority label and its share, e.g. {{imbalanced: {{positive: 0.9}}}}")
+        (label, ratio), = value.items()
+        if not isinstance(ratio, (int, float)) or not 0 < ratio < 1:
+            raise ConfigError(f"{where}: the share of {label!r} must be strictly between 0 and 1, got {ratio!r}")
+        return ref.model_copy(update={"name": f"{ref.label}+imbalanced-{label}{ratio:g}",
+                                      "balance": {str(label): float(ratio), "*": 1 - float(ratio)}})
+    if name == "mislabeled":
+        if not isinstance(value, (int, float)) or not 0 < value <= 1:
+            raise ConfigError(f"{where}: the fraction must be a number in (0, 1], got {value!r}")
+        return ref.model_copy(update={"name": f"{ref.label}+mislabeled{value:g}", "noise": float(value)})
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: n must be a positive whole number, got {value!r}")
+    return ref.model_copy(update={"name": f"{ref.label}+subsample{value}", "examples": value})
 
 
 class LoraSettings(Strict):
@@ -125,9 +182,11 @@ class Experiment(Strict):
 
     @field_validator("sources", "targets")
     @classmethod
-    def _as_refs(cls, entries):
+    def _as_refs(cls, entries, info):
         refs = [TaskRef(task=entry) if isinstance(entry, str) else entry for entry in entries]
-        labels = [ref.label for ref in refs]
+        if info.field_name == "targets" and any(ref.variants for ref in refs):
+            raise ValueError("variants make extra adapters and apply to sources only")
+        labels = [expanded.label for ref in refs for expanded in ref.expand()]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
             raise ValueError(f"names must be unique; repeated: {duplicates} (give each a distinct 'name')")
@@ -137,16 +196,22 @@ class Experiment(Strict):
 
     @property
     def source_refs(self) -> list[TaskRef]:
-        return list(self.sources)  # type: ignore[arg-type]
+        """Every adapter to train: each source followed by its variants."""
+        return [expanded for ref in self.sources for expanded in ref.expand()]  # type: ignore[union-attr]
 
     @property
     def target_refs(self) -> list[TaskRef]:
         return list(self.targets)  # type: ignore[arg-type]
 
+    def variant_pairs(self) -> list[tuple[str, str]]:
+        """(source, variant) label pairs, e.g. ("sentiment_binary", "sentiment_binary+mislabeled0.3")."""
+        return [(ref.label, variant.label) for ref in self.sources  # type: ignore[union-attr]
+                for variant in ref.expand()[1:]]
+
     def compact_dump(self) -> dict:
         """The settings as a user would write them: plain task names where an entry has no options."""
         settings = self.model_dump(mode="json", exclude_none=True)
-        for key, refs in (("sources", self.source_refs), ("targets", self.target_refs)):
+        for key, refs in (("sources", self.sources), ("targets", self.targets)):
             settings[key] = [ref.model_dump(mode="json", exclude_defaults=True) for ref in refs]
             settings[key] = [entry["task"] if list(entry) == ["task"] else entry for entry in settings[key]]
         return settings

@@ -13,6 +13,7 @@ run the same jobs elsewhere without touching the pipeline.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -136,7 +137,7 @@ class EvalSession:
             return self.base if self.peft_model is None else _WithoutAdapters(self.peft_model)
         from peft import PeftModel
 
-        name, path = job.model_name, str(workspace.adapter_path(job.model_name))
+        name, path = _peft_name(job.model_name), str(workspace.adapter_path(job.model_name))
         if self.peft_model is None:
             self.peft_model = PeftModel.from_pretrained(self.base, path, adapter_name=name, is_trainable=False)
         elif self.loaded.get(name) != job.adapter_key:
@@ -147,6 +148,11 @@ class EvalSession:
         self.peft_model.set_adapter(name)
         self.peft_model.eval()
         return self.peft_model
+
+
+def _peft_name(adapter: str) -> str:
+    """PEFT adapter names become module names, which cannot contain '.' (e.g. ``x+mislabeled0.3``)."""
+    return adapter.replace(".", "_") + "_" + hashlib.sha256(adapter.encode()).hexdigest()[:8]
 
 
 class _WithoutAdapters:

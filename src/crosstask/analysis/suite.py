@@ -29,6 +29,7 @@ Analysis = Callable[[RunData, Path], Section]
 _REGISTRY: dict[str, Union[str, Analysis]] = {
     "lengths": "crosstask.analysis.lengths:analyze",
     "labels": "crosstask.analysis.labels:analyze",
+    "variants": "crosstask.analysis.variants:analyze",
     "similarity": "crosstask.analysis.similarity:analyze",
     "syntax": "crosstask.analysis.syntax:analyze",
     "asymmetry": "crosstask.analysis.asymmetry:analyze",

@@ -11,7 +11,7 @@ import json
 import random
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Optional
+from typing import Union
 
 from ..config import DataSource, TaskDefinition, TaskRef
 from .base import Example, TaskError, TaskSpec
@@ -59,7 +59,7 @@ def build_examples(
     if ref.balance is not None:
         if spec.answer_type != "choice":
             raise TaskError(f"{where}: 'balance' applies to choice tasks only")
-        unknown = sorted(set(ref.balance) - set(spec.labels))
+        unknown = sorted(set(ref.balance) - set(spec.labels) - {"*"}) if isinstance(ref.balance, dict) else []
         if unknown:
             raise TaskError(f"{where}: balance names unknown label {unknown[0]!r}; labels are {list(spec.labels)}")
     rng = random.Random(f"{ref.task}|{split}|{seed}")
@@ -73,9 +73,21 @@ def build_examples(
     return examples
 
 
-def _label_counts(labels: tuple[str, ...], balance: Optional[dict[str, float]], n: int) -> dict[str, int]:
+def label_shares(labels: tuple[str, ...], balance: Union[None, str, dict[str, float]]) -> dict[str, float]:
+    """Each label's share (summing to 1) under a ``balance`` setting: None or "uniform" → equal shares."""
+    if not isinstance(balance, dict):
+        return {label: 1 / len(labels) for label in labels}
+    unnamed = [label for label in labels if label not in balance]
+    weights = {label: balance.get(label, balance.get("*", 0.0) / max(len(unnamed), 1)) for label in labels}
+    total = sum(weights.values())
+    if total <= 0:
+        raise TaskError(f"balance {balance} gives no weight to any of the labels {list(labels)}")
+    return {label: weight / total for label, weight in weights.items()}
+
+
+def _label_counts(labels: tuple[str, ...], balance: Union[None, str, dict[str, float]], n: int) -> dict[str, int]:
     """Exact per-label counts for n items (largest remainder), uniform when no balance is given."""
-    shares = balance or {label: 1.0 for label in labels}
+    shares = label_shares(labels, balance)
     total = sum(shares.values())
     raw = {label: n * shares.get(label, 0.0) / total for label in labels}
     counts = {label: int(value) for label, value in raw.items()}
