@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from crosstask import api
-from crosstask.config import parse_experiment
+from crosstask.config import ConfigError, parse_experiment
 from crosstask.errors import CrosstaskError
 from crosstask.jobs import Workspace
 from crosstask.pipeline import pending, plan
@@ -187,3 +187,17 @@ def test_report_rebuilds_from_the_store(settings, tmp_path):
     assert (run_dir / "report.html").is_file() and (run_dir / "matrix_delta.png").is_file()
     with pytest.raises(CrosstaskError, match="not a crosstask run directory"):
         api.report(tmp_path)
+
+
+def test_fewshot_targets_show_solved_train_examples_before_each_item(settings):
+    settings["targets"] = [{"task": "word_problems", "fewshot": 2}, "sentiment_binary"]
+    the_plan = plan(parse_experiment(settings))
+    jobs = {job.target: job for job in the_plan.jobs if getattr(job, "target", None) and job.model_name == "base"}
+    prompt = jobs["word_problems"].spec.prompt(jobs["word_problems"].examples[0])
+    assert prompt.count("\n#### ") == 2 and prompt.count("\n\n") == 2
+    assert prompt.endswith(jobs["word_problems"].examples[0].input + "\nAnswer:")
+    evaluated = {example.input for example in jobs["word_problems"].examples}
+    assert not any(example_input in prompt.split("\n\n")[0] for example_input in evaluated)
+    assert "\n\n" not in jobs["sentiment_binary"].spec.prompt(jobs["sentiment_binary"].examples[0])
+    with pytest.raises(ConfigError, match="applies to targets only"):
+        parse_experiment({**settings, "sources": [{"task": "nli", "fewshot": 1}]})

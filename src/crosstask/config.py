@@ -73,6 +73,8 @@ class TaskRef(Strict):
     noise: float = Field(0.0, ge=0.0, le=1.0)  # share of items whose label is replaced by a wrong one
     options: dict = Field(default_factory=dict)  # generator options (see `crosstask tasks`)
     data: Optional[DataSource] = None  # read this task's examples from a file instead
+    # targets only: solved examples from the train split shown before every item (lm-eval num_fewshot)
+    fewshot: int = Field(0, ge=0, le=32)
     # sources only: extra adapters trained on transformed copies of this source (see VARIANTS)
     variants: list[Union[str, dict[str, Any]]] = Field(default_factory=list)
 
@@ -186,6 +188,8 @@ class Experiment(Strict):
         refs = [TaskRef(task=entry) if isinstance(entry, str) else entry for entry in entries]
         if info.field_name == "targets" and any(ref.variants for ref in refs):
             raise ValueError("variants make extra adapters and apply to sources only")
+        if info.field_name == "sources" and any(ref.fewshot for ref in refs):
+            raise ValueError("fewshot changes evaluation prompts and applies to targets only")
         labels = [expanded.label for ref in refs for expanded in ref.expand()]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:

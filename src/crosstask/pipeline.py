@@ -28,7 +28,7 @@ from .jobs import BASE, EvalJob, Job, LocalExecutor, TrainJob, Workspace
 from .models import ResolvedModel, choose_dtype, resolve_model
 from .progress import Reporter
 from .tasks.base import Example
-from .tasks.data import build_examples, examples_digest, register_definitions, resolve
+from .tasks.data import build_examples, examples_digest, register_definitions, resolve, with_fewshot
 from .training import TRAINING_VERSION
 
 
@@ -79,15 +79,28 @@ def plan(experiment: Experiment, base_dir: Path = Path(".")) -> Plan:
         adapter_keys[ref.label] = key
         result.jobs.append(TrainJob(ref.label, key, ref.task, spec, tuple(examples), model, dtype,
                                     experiment.lora, seed))
+    target_specs = {ref.label: _target_spec(ref, experiment, base_dir, held_out) for ref in experiment.target_refs}
     for model_name in result.rows:
         for ref in experiment.target_refs:
-            spec = resolve(ref).spec
+            spec = target_specs[ref.label]
             examples = eval_sets[ref.label]
             key = content_key("eval", SCORING_VERSION, model_key, adapter_keys.get(model_name, BASE),
                               examples_digest(spec, examples))
             result.jobs.append(EvalJob(model_name, ref.label, key, ref.task, spec, tuple(examples), model, dtype,
                                        experiment.eval.batch_size, adapter_keys.get(model_name)))
     return result
+
+
+def _target_spec(ref: TaskRef, experiment: Experiment, base_dir: Path, held_out: dict[str, set[str]]):
+    """The target's spec, with its few-shot examples (from the train split, never an evaluated item) if any."""
+    spec = resolve(ref).spec
+    if not ref.fewshot:
+        return spec
+    # The shots get their own seed stream, so they are not the first training items of a source.
+    seed = (experiment.seed if ref.seed is None else ref.seed) + 7919
+    shots = build_examples(ref.model_copy(update={"noise": 0.0}), "train", ref.fewshot, seed,
+                           frozenset(held_out.get(ref.task, ())), base_dir)
+    return with_fewshot(spec, shots)
 
 
 def _examples(ref: TaskRef, split: str, default_n: int, experiment: Experiment, base_dir: Path,

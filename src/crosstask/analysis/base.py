@@ -133,7 +133,8 @@ class RunData:
         return resolve(self._ref(source, self.experiment.source_refs)).spec
 
     def target_spec(self, target: str) -> TaskSpec:
-        return resolve(self._ref(target, self.experiment.target_refs)).spec
+        """The spec the target was evaluated with (its prompts include the few-shot examples, if any)."""
+        return self._eval_job(target).spec
 
     def train_examples(self, source: str) -> list[Example]:
         """The exact training examples of a source adapter (rebuilt deterministically from the settings)."""
@@ -145,11 +146,14 @@ class RunData:
         raise CrosstaskError(f"{self.root}: no source named {source!r} in this run")
 
     def eval_examples(self, target: str) -> list[Example]:
+        return list(self._eval_job(target).examples)
+
+    def _eval_job(self, target: str):
         from ..jobs import EvalJob
 
         for job in self._plan.jobs:
             if isinstance(job, EvalJob) and job.target == target:
-                return list(job.examples)
+                return job
         raise CrosstaskError(f"{self.root}: no target named {target!r} in this run")
 
     @cached_property

@@ -6,6 +6,7 @@ passes their inputs as ``exclude`` when it builds training sets.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -152,6 +153,19 @@ def _add_label_noise(examples: list[Example], spec: TaskSpec, noise: float, rng:
         wrong = rng.choice([label for label in spec.labels if label != noisy[index].answer])
         noisy[index] = Example(input=noisy[index].input, target=wrong, answer=wrong)
     return noisy
+
+
+def with_fewshot(spec: TaskSpec, shots: list[Example]) -> TaskSpec:
+    """The spec whose prompts start with solved ``shots``, each separated by a blank line (lm-eval layout).
+
+    The shots sit in front of the instruction, so every rendered prompt reads
+    ``<shot 1 prompt> <answer>\n\n...<instruction>\n<input>\n<trigger>:`` and the content key of
+    the evaluation changes with them.
+    """
+    if not shots:
+        return spec
+    context = "".join(spec.prompt(shot) + spec.completion(shot) + "\n\n" for shot in shots)
+    return dataclasses.replace(spec, instruction=context + spec.instruction)
 
 
 def examples_digest(spec: TaskSpec, examples: list[Example]) -> str:
