@@ -133,7 +133,11 @@ class RunData:
         return resolve(self._ref(source, self.experiment.source_refs)).spec
 
     def target_spec(self, target: str) -> TaskSpec:
-        """The spec the target was evaluated with (its prompts include the few-shot examples, if any)."""
+        """The target task's spec (zero-shot: describes the data, without the few-shot context of its prompts)."""
+        return resolve(self._ref(target, self.experiment.target_refs)).spec
+
+    def evaluated_spec(self, target: str) -> TaskSpec:
+        """The spec the target was evaluated with: its prompts include the few-shot examples, if any."""
         return self._eval_job(target).spec
 
     def train_examples(self, source: str) -> list[Example]:
