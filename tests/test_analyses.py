@@ -165,3 +165,34 @@ def test_variants_become_adapters_and_get_compared(tiny_model_dir, tmp_path):
     labels = pd.read_csv(tmp_path / "run" / "analysis" / "labels.csv").set_index(["model", "target"])
     prior = json.loads(labels.at[(names[1], "sentiment_binary"), "source_prior"])
     assert prior == {"positive": 0.125, "negative": 0.875}  # 1 and 7 of the 8 training items
+
+
+def test_prediction_recovers_a_transfer_that_follows_a_feature():
+    from crosstask.analysis.prediction import TransferPredictor, leave_one_source_out, score_predictions
+
+    rng = np.random.default_rng(0)
+    sources, targets = [f"s{i}" for i in range(6)], [f"t{j}" for j in range(5)]
+    index = pd.MultiIndex.from_product([sources, targets], names=["source", "target"])
+    features = pd.DataFrame({"semantic_similarity": rng.uniform(0, 1, len(index)),
+                             "noise": rng.normal(size=len(index))}, index=index)
+    delta = (0.3 * features["semantic_similarity"]).unstack("target")
+    fitted = TransferPredictor().fit(features, delta)
+    assert fitted.coef_["semantic_similarity"] > 10 * abs(fitted.coef_["noise"])
+    embeddings = {source: rng.normal(size=4) for source in sources}
+    scores = score_predictions(leave_one_source_out(features, delta, embeddings)).groupby("method").mean(
+        numeric_only=True)
+    assert scores.at["features", "mae"] < 0.01 and scores.at["features", "spearman"] > 0.95
+    assert scores.at["mean_row", "mae"] > 5 * scores.at["features", "mae"]
+
+
+def test_prediction_analysis_and_predict_command(run_copy, capsys):
+    sections = analyze_run(run_copy, only=["prediction"])
+    scores = pd.read_csv(run_copy / "analysis" / "prediction.csv")
+    assert set(scores["method"]) == {"features", "mean_row", "nearest_by_embedding"}
+    assert set(scores["source"]) == {"sentiment_binary", "word_problems", "nli"}
+    assert "mean absolute error" in sections[0].reading
+    assert main(["predict", str(run_copy), "--source", "{task: toxicity, examples: 10}"]) == 0
+    printed = capsys.readouterr().out
+    assert "sentiment_3way" in printed and (run_copy / "analysis" / "predict_toxicity.csv").is_file()
+    assert main(["predict", str(run_copy), "--source", "{task: toxicity, colour: red}"]) == 2
+    assert "colour" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from .errors import CrosstaskError
 from .progress import Reporter
 from .store import Store
 from .tasks.base import Example
-from .tasks.data import build_examples
+from .tasks.data import build_examples, register_definitions, resolve
 from .tasks.registry import TaskFamily, list_families
 
 ExperimentLike = Union[str, Path, dict, Experiment]
@@ -55,6 +55,36 @@ def analyze(run_dir: Union[str, Path], only: Optional[list[str]] = None, progres
     reporter = Reporter(enabled=progress)
     analyze_run(run_dir, only, on_start=lambda name: reporter.log(f"analysis: {name}"))
     return pipeline.report(Path(run_dir))
+
+
+def predict(run_dir: Union[str, Path], source: Union[str, dict, TaskRef]) -> pd.DataFrame:
+    """Rank a finished run's targets by the predicted gain of an adapter trained on ``source`` (never trained).
+
+    ``source`` is a task name, a source entry as in the YAML (``{"task": ..., "options": ...}``) or a TaskRef.
+    The table is also written to ``RUN_DIR/analysis/predict_<name>.csv``.
+    """
+    from .analysis.base import RunData
+    from .analysis.prediction import predict_new_source
+
+    run = RunData(run_dir)
+    ref = _source_ref(source, run.experiment)
+    table = predict_new_source(run, ref)
+    out = Path(run_dir) / "analysis"
+    out.mkdir(exist_ok=True)
+    table.to_csv(out / f"predict_{ref.label}.csv", index=False, float_format="%.4f")
+    return table
+
+
+def _source_ref(source: Union[str, dict, TaskRef], experiment: Experiment) -> TaskRef:
+    if isinstance(source, TaskRef):
+        return source
+    entry = {"task": source} if isinstance(source, str) else source
+    # Validated as a source of this run's experiment, so bad keys fail with the usual one-line message.
+    settings = experiment.model_dump(mode="json", exclude_none=True) | {"sources": [entry]}
+    ref = parse_experiment(settings, "source").source_refs[0]
+    register_definitions(experiment.tasks)
+    resolve(ref).options(ref.options)
+    return ref
 
 
 def tasks() -> list[TaskFamily]:

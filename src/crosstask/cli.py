@@ -28,6 +28,17 @@ def _analyze(args) -> None:
     print(f"report: {api.analyze(args.run_dir, only=args.only, progress=not args.quiet)}")
 
 
+def _predict(args) -> None:
+    import yaml
+
+    from . import api
+
+    source = yaml.safe_load(args.source) if args.source.lstrip().startswith("{") else args.source
+    table = api.predict(args.run_dir, source)
+    print(f"predicted gain over the base model of an adapter trained on {args.source}, best first:")
+    print(table.to_string(index=False, float_format=lambda value: f"{value:+.3f}"))
+
+
 def _tasks(args) -> None:
     from . import api
 
@@ -68,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"run only these analyses: {', '.join(list_analyses())}")
     analyze.add_argument("--quiet", action="store_true", help="no progress messages")
     analyze.set_defaults(handler=_analyze)
+
+    predict = commands.add_parser("predict", help="rank a run's targets for a source that was never trained, "
+                                                  "from its data alone")
+    predict.add_argument("run_dir")
+    predict.add_argument("--source", required=True,
+                         help="a task name, or a source entry in YAML flow style: '{task: nli, options: {...}}'")
+    predict.set_defaults(handler=_predict)
 
     tasks = commands.add_parser("tasks", help="list the registered tasks with one rendered example each")
     tasks.set_defaults(handler=_tasks)
