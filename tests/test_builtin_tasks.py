@@ -12,7 +12,7 @@ from crosstask.tasks.base import Example, TaskError, extract_final_number
 from crosstask.tasks.registry import get_family, list_families
 
 FAMILIES = ("sentiment_binary", "sentiment_3way", "rating_5star", "paraphrase", "nli", "toxicity",
-            "arithmetic_large", "word_problems")
+            "arithmetic_large", "word_problems", "code")
 CHOICE = [name for name in FAMILIES if get_family(name).spec.answer_type == "choice"]
 
 
@@ -33,8 +33,8 @@ def test_all_families_registered():
     for name in FAMILIES:
         spec = get_family(name).spec
         assert spec.instruction and spec.description
-        if spec.answer_type == "generate":
-            assert "\n\n" in spec.stop and spec.max_new_tokens >= 16
+        if spec.answer_type == "generate":  # code may hold blank lines: its answer_end pattern ends it instead
+            assert ("\n\n" in spec.stop or spec.answer_end) and spec.max_new_tokens >= 16
         else:
             assert set(spec.label_meanings) == set(spec.labels)
 
@@ -81,6 +81,8 @@ def test_bad_option_name_raises(name):
     ("arithmetic_large", {"operations": ["/"]}),
     ("word_problems", {"solution_style": "chatty"}),
     ("word_problems", {"min_steps": 3, "max_steps": 1}),
+    ("code", {"solution_style": "chatty"}),
+    ("code", {"type_hints": 1.5}),
 ])
 def test_bad_option_values_raise(name, options):
     with pytest.raises(TaskError):

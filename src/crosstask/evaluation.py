@@ -144,11 +144,10 @@ def generate_answers(model, tokenizer, spec: TaskSpec, examples: list[Example], 
         )
         for row, index in enumerate(batch):
             text = spec.cut(tokenizer.decode(output[row, ids.shape[1] :], skip_special_tokens=True))
-            prediction = spec.extract(text)
-            gold = examples[index].answer
             results[index] = ItemResult(
-                index=index, prompt=prompts[index], gold=gold, prediction=prediction, correct=prediction == gold,
-                generated=text, generated_tokens=len(encode_continuation(tokenizer, text)),
+                index=index, prompt=prompts[index], gold=examples[index].answer, prediction=spec.extract(text),
+                correct=spec.check(text, examples[index]), generated=text,
+                generated_tokens=len(encode_continuation(tokenizer, text)),
             )
         progress(len(batch))
     return results  # type: ignore[return-value]

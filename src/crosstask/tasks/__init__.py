@@ -1,5 +1,6 @@
 """Tasks: specs, the registry, built-in generators and real-data loaders."""
 
+from . import code  # noqa: F401  (registers the code family, its extractor and its checker)
 from .base import Example, TaskError, TaskSpec, extract_final_number
 from .data import build_examples, register_definitions
 from .registry import TaskFamily, get_family, list_families, register_family, register_generator

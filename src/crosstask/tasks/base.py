@@ -9,7 +9,8 @@ A task renders every example in the plain-text format of paper 1:
 For ``choice`` tasks the target is one label of a fixed set and the model is scored by the
 log-likelihood of each label after the prompt (lm-evaluation-harness ``multiple_choice``). For
 ``generate`` tasks the target is free text (e.g. a worked solution ending in ``#### 42``); the model
-generates greedily and the task extracts the answer from the text for exact match.
+generates greedily, the task extracts the answer from the text, and its *checker* scores it: exact
+match by default; the ``code`` family runs hidden unit tests on the extracted code instead.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class TaskError(CrosstaskError):
 class Example:
     input: str
     target: str  # the text the model is trained to write after the trigger
-    answer: str  # canonical answer scored by exact match (a label, or e.g. the final number)
+    answer: str  # what the checker scores against: a label, e.g. the final number, or hidden unit tests
 
 
 def extract_final_number(text: str) -> str:
@@ -62,6 +63,17 @@ EXTRACTORS: dict[str, Callable[[str], str]] = {
 }
 
 
+def exact_match(prediction: str, example: Example) -> bool:
+    return prediction == example.answer
+
+
+# How a generate task scores an extracted answer, (prediction, example) -> correct; the code family
+# adds "unit_tests".
+CHECKERS: dict[str, Callable[[str, Example], bool]] = {
+    "exact": exact_match,
+}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """Everything needed to render, train and score a task; the examples come from ``source``."""
@@ -72,6 +84,7 @@ class TaskSpec:
     answer_type: AnswerType
     labels: tuple[str, ...] = ()
     extractor: str = "final_number"  # generate tasks: key of EXTRACTORS
+    checker: str = "exact"  # generate tasks: key of CHECKERS
     max_new_tokens: int = 32
     stop: tuple[str, ...] = ("\n\n",)  # generate tasks: stop strings besides end-of-sequence
     answer_end: str = ""  # generate tasks: a regex that, once matched, ends the answer (e.g. "####\\s*\\S+\\n")
@@ -86,6 +99,8 @@ class TaskSpec:
             raise TaskError(f"task {self.name!r}: a choice task needs at least two labels")
         if self.answer_type == "generate" and self.extractor not in EXTRACTORS:
             raise TaskError(f"task {self.name!r}: unknown extractor {self.extractor!r}; known: {sorted(EXTRACTORS)}")
+        if self.answer_type == "generate" and self.checker not in CHECKERS:
+            raise TaskError(f"task {self.name!r}: unknown checker {self.checker!r}; known: {sorted(CHECKERS)}")
 
     def prompt(self, example: Example) -> str:
         return f"{self.instruction}\n{example.input}\n{self.trigger}:"
@@ -95,6 +110,10 @@ class TaskSpec:
 
     def extract(self, generated: str) -> str:
         return EXTRACTORS[self.extractor](generated)
+
+    def check(self, generated: str, example: Example) -> bool:
+        """Whether a generation answers ``example``: the checker applied to the extracted answer."""
+        return CHECKERS[self.checker](self.extract(generated), example)
 
     def cut(self, generated: str) -> str:
         """The answer part of a generation: up to the first stop string or the end of the answer."""
