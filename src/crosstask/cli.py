@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .errors import CrosstaskError
 
@@ -26,6 +27,18 @@ def _analyze(args) -> None:
     from . import api
 
     print(f"report: {api.analyze(args.run_dir, only=args.only, progress=not args.quiet)}")
+
+
+def _heads(args) -> None:
+    from . import api
+
+    result = api.heads(args.run_dir, models=args.model, tasks=args.task, n_items=args.items or None,
+                       batch_size=args.batch_size, mode=args.mode, normalize=args.normalize,
+                       complex_task=args.complex, basics=args.basics, progress=not args.quiet)
+    if isinstance(result, Path):
+        print(f"report: {result}")
+    else:
+        print(result[["model", "task", "items", "npy", "computed"]].to_string(index=False))
 
 
 def _predict(args) -> None:
@@ -79,6 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help=f"run only these analyses: {', '.join(list_analyses())}")
     analyze.add_argument("--quiet", action="store_true", help="no progress messages")
     analyze.set_defaults(handler=_analyze)
+
+    heads = commands.add_parser("heads", help="attention-head activation patterns of every model x target of a run "
+                                              "(RUN_DIR/heads/) and their report section")
+    heads.add_argument("run_dir")
+    heads.add_argument("--model", nargs="+", help="only these models ('base' or adapter names); no report section")
+    heads.add_argument("--task", nargs="+", help="only these targets; no report section")
+    heads.add_argument("--items", type=int, default=32, help="items per target (0: all; default 32)")
+    heads.add_argument("--batch-size", type=int, default=8)
+    heads.add_argument("--mode", choices=["abs", "signed"], default="abs",
+                       help="abs: mean |g dL/dg| per item (Michel et al., default); signed: paper 2's signed mean")
+    heads.add_argument("--normalize", choices=["layer"], default=None, help="divide each layer by its L2 norm")
+    heads.add_argument("--complex", help="a source whose pattern change is explained by --basics (combination)")
+    heads.add_argument("--basics", nargs="+", help="basic sources for --complex (default: every other source)")
+    heads.add_argument("--quiet", action="store_true", help="no progress bars")
+    heads.set_defaults(handler=_heads)
 
     predict = commands.add_parser("predict", help="rank a run's targets for a source that was never trained, "
                                                   "from its data alone")

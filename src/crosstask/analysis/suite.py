@@ -34,7 +34,11 @@ _REGISTRY: dict[str, Union[str, Analysis]] = {
     "syntax": "crosstask.analysis.syntax:analyze",
     "asymmetry": "crosstask.analysis.asymmetry:analyze",
     "prediction": "crosstask.analysis.prediction:analyze",
+    "heads": "crosstask.heads.section:analyze",
 }
+# Run by `crosstask analyze` without --only; head patterns cost a backward pass per batch of every
+# model x target, so they run from `crosstask heads` (or --only heads) instead.
+OPT_IN = {"heads"}
 SECTIONS_FILE = "sections.json"
 
 
@@ -64,9 +68,13 @@ def cells_key(store, models: list[str], targets: list[str]) -> str:
 
 
 def analyze_run(run_dir: Union[str, Path], only: Optional[list[str]] = None,
-                on_start: Callable[[str], None] = lambda name: None) -> list[Section]:
-    """Run the analyses named in ``only`` (default: all) and return every recorded section, in registry order."""
-    names = only or list(_REGISTRY)
+                on_start: Callable[[str], None] = lambda name: None,
+                options: Optional[dict[str, dict]] = None) -> list[Section]:
+    """Run the analyses named in ``only`` (default: all but the opt-in ones) and return every recorded section.
+
+    ``options`` maps an analysis name to keyword arguments for it (e.g. ``{"heads": {"n_items": 16}}``).
+    """
+    names = only or [name for name in _REGISTRY if name not in OPT_IN]
     unknown = [name for name in names if name not in _REGISTRY]
     if unknown:
         raise CrosstaskError(f"unknown analysis {unknown[0]!r}; known: {', '.join(_REGISTRY)}")
@@ -80,7 +88,7 @@ def analyze_run(run_dir: Union[str, Path], only: Optional[list[str]] = None,
         on_start(name)
         scratch = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".partial-{name}-"))
         try:
-            section = _load(name)(run, scratch)
+            section = _load(name)(run, scratch, **(options or {}).get(name, {}))
             recorded[name] = _move_into(section, scratch, out_dir)
         except CrosstaskError:
             raise

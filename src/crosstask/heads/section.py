@@ -1,0 +1,202 @@
+"""The heads section of a run's report: patterns before and after fine-tuning, their concentration,
+which tasks share heads, and (optionally) a complex task's change as a mix of basic tasks' changes.
+
+``crosstask heads RUN_DIR`` computes the patterns (:func:`compute_run_patterns`, cached in
+``RUN_DIR/heads/``) and then this section, which the report shows like the other analyses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure as MplFigure
+from scipy.cluster.hierarchy import leaves_list, linkage
+
+from ..analysis.base import Figure, RunData, Section
+from ..errors import CrosstaskError
+from .combination import HeadCombination
+from .compare import PatternShift, pattern_correlation
+from .patterns import Mode, Normalize, load_pattern
+from .run import compute_run_patterns
+
+DPI = 150
+TOP_K = 10
+
+
+def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size: int = 8, mode: Mode = "abs",
+            normalize: Normalize = None, complex_task: Optional[str] = None, basics: Optional[list[str]] = None,
+            progress=False) -> Section:
+    compute_run_patterns(run.root, n_items=n_items, batch_size=batch_size, mode=mode, normalize=normalize,
+                         progress=progress)
+    patterns = {(model, task): load_pattern(run.root, model, task) for model in run.models for task in run.targets}
+    shifts = {(adapter, task): PatternShift(TOP_K).fit(patterns[("base", task)], patterns[(adapter, task)])
+              for adapter in run.sources for task in run.targets}
+
+    summary = pd.DataFrame([
+        {"adapter": adapter, "task": task, "gini_before": shift.gini_before_, "gini_after": shift.gini_after_,
+         "cv_before": shift.cv_before_, "cv_after": shift.cv_after_,
+         "change_norm": float(np.linalg.norm(shift.delta_)),
+         "top_gained": " ".join(f"L{row.layer}H{row.head}" for row in shift.top_gained_.head(5).itertuples())}
+        for (adapter, task), shift in shifts.items()])
+    top = pd.concat([shift.top_gained_.assign(adapter=adapter, task=task, rank=np.arange(1, len(shift.top_gained_) + 1))
+                     for (adapter, task), shift in shifts.items()], ignore_index=True)
+    own = {adapter: _own_task(run, adapter) for adapter in run.sources}
+    base_correlation = pattern_correlation({task: patterns[("base", task)] for task in run.targets})
+    change_correlation = pattern_correlation({f"{adapter} on {own[adapter]}": shifts[(adapter, own[adapter])].delta_
+                                              for adapter in run.sources})
+
+    tables = {
+        "heads_summary.csv": summary, "heads_top.csv": top[["adapter", "task", "rank", "layer", "head", "change"]],
+        "heads_task_correlation.csv": base_correlation, "heads_change_correlation.csv": change_correlation,
+    }
+    figures = [
+        _pattern_grid(out_dir / "heads_base.png", {task: patterns[("base", task)] for task in run.targets},
+                      "Base model: head activation pattern per task", "activity", diverging=False),
+        _pattern_grid(out_dir / "heads_change.png",
+                      {f"{adapter}\non {own[adapter]}": shifts[(adapter, own[adapter])].delta_
+                       for adapter in run.sources},
+                      "Change after fine-tuning (adapter − base)", "Δ activity", diverging=True),
+        _concentration_figure(out_dir / "heads_concentration.png", summary),
+        _correlation_figure(out_dir / "heads_task_correlation.png", base_correlation,
+                            "Do tasks share heads? Base patterns"),
+    ]
+    combination = None
+    if complex_task:
+        combination = _combination(run, shifts, complex_task, basics or [])
+        tables["heads_combination.csv"] = combination
+        figures.append(_combination_figure(out_dir / "heads_combination.png", combination, complex_task))
+    paths = []
+    for name, table in tables.items():
+        table.to_csv(out_dir / name, index=name.endswith("correlation.csv"), float_format="%.6g")
+        paths.append(out_dir / name)
+    reading = _reading(run, summary, base_correlation, combination, complex_task, mode, n_items)
+    return Section("heads", "Attention heads: activation patterns before and after fine-tuning", reading,
+                   tables=paths, figures=figures)
+
+
+def _own_task(run: RunData, adapter: str) -> str:
+    """The target an adapter is compared on: its own task when it is a target, else the first target."""
+    task = run.source_spec(adapter).name
+    same = [target for target in run.targets if run.target_spec(target).name == task]
+    return same[0] if same else run.targets[0]
+
+
+def _combination(run: RunData, shifts: dict, complex_task: str, basics: list[str]) -> pd.DataFrame:
+    """α: the complex adapter's change on the complex task regressed on the basic adapters' changes there."""
+    for name in [complex_task, *basics]:
+        if name not in run.sources:
+            raise CrosstaskError(f"--complex/--basics name {name!r} is not a source of this run; "
+                                 f"sources: {', '.join(run.sources)}")
+    if complex_task not in run.targets:
+        raise CrosstaskError(f"the complex task {complex_task!r} must also be a target of the run")
+    basics = basics or [source for source in run.sources if source != complex_task]
+    fitted = HeadCombination(non_negative=True).fit(
+        shifts[(complex_task, complex_task)].delta_, {basic: shifts[(basic, complex_task)].delta_ for basic in basics})
+    return pd.DataFrame({"basic": fitted.weights_.index, "weight": fitted.weights_.to_numpy(),
+                         "proportion": _proportions(fitted), "r2": fitted.r2_})
+
+
+def _proportions(fitted: HeadCombination) -> np.ndarray:
+    try:
+        return fitted.mixture_proportions().to_numpy()
+    except ValueError:  # every weight is zero: no basic task explains the change
+        return np.zeros(len(fitted.weights_))
+
+
+def _reading(run, summary, base_correlation, combination, complex_task, mode, n_items) -> str:
+    own = summary[[task == _own_task(run, adapter) for adapter, task in zip(summary["adapter"], summary["task"])]]
+    before, after = own["gini_before"].mean(), own["gini_after"].mean()
+    verb = "concentrates" if after > before else "spreads"
+    kinds = {task: run.target_spec(task).answer_type for task in run.targets}
+    same, across = [], []
+    for i, a in enumerate(run.targets):
+        for b in run.targets[i + 1:]:
+            (same if kinds[a] == kinds[b] else across).append(base_correlation.at[a, b])
+    text = (f"Fine-tuning {verb} head activity on each adapter's own task (Gini {before:.2f} → {after:.2f} on "
+            f"average, {mode} patterns over {n_items or 'all'} items)")
+    if same and across:
+        text += (f"; base patterns of tasks of the same answer type correlate at r = {np.mean(same):.2f} against "
+                 f"{np.mean(across):.2f} across types")
+    if combination is not None:
+        best = combination.loc[combination["weight"].idxmax()]
+        text += (f"; {complex_task}'s change is fitted by the basic tasks' changes with R² = {best['r2']:.2f}, "
+                 f"led by {best['basic']} (α = {best['weight']:.2f})")
+    return text + "."
+
+
+def _pattern_grid(path: Path, patterns: dict[str, np.ndarray], title: str, label: str, diverging: bool) -> Figure:
+    n = len(patterns)
+    columns = min(n, 4)
+    rows = int(np.ceil(n / columns))
+    layers, heads = next(iter(patterns.values())).shape
+    figure = MplFigure(figsize=(2.2 + 2.3 * columns, 0.6 + rows * max(2.4, 0.11 * layers)), layout="constrained")
+    grid = figure.subplots(rows, columns, squeeze=False)
+    limit = max(float(np.abs(p).max()) for p in patterns.values()) or 1.0
+    cmap, vmin = ("vlag", -limit) if diverging else ("rocket_r", 0.0)
+    for axes, (name, pattern) in zip(grid.flat, patterns.items()):
+        image = axes.imshow(pattern, aspect="auto", cmap=cmap, vmin=vmin, vmax=limit, interpolation="nearest")
+        axes.set_title(name, fontsize=9)
+        axes.set(xlabel="head", ylabel="layer")
+        axes.set_xticks(range(heads))
+        axes.tick_params(labelsize=6)
+    for axes in list(grid.flat)[n:]:
+        axes.set_visible(False)
+    figure.colorbar(image, ax=grid, label=label, shrink=0.8)
+    figure.suptitle(title)
+    figure.savefig(path, dpi=DPI)
+    caption = ("Each panel is a layer × head grid (layer 0 at the top). "
+               + ("Red: the head matters more after fine-tuning; blue: less." if diverging else
+                  "Darker: the head's gate has a larger first-order effect on the answer loss."))
+    return Figure(title, caption, path)
+
+
+def _concentration_figure(path: Path, summary: pd.DataFrame) -> Figure:
+    figure = MplFigure(figsize=(9, 3.6), layout="constrained")
+    left, right = figure.subplots(1, 2)
+    for axes, measure, name in ((left, "gini", "Gini coefficient"), (right, "cv", "coefficient of variation")):
+        values = summary[[f"{measure}_before", f"{measure}_after"]].to_numpy()
+        low, high = float(values.min()), float(values.max())
+        sns.scatterplot(summary, x=f"{measure}_before", y=f"{measure}_after", hue="adapter", ax=axes, s=28,
+                        legend=axes is right)
+        axes.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1)
+        axes.set(title=name, xlabel="base model", ylabel="after fine-tuning")
+        sns.despine(ax=axes)
+    right.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.savefig(path, dpi=DPI)
+    caption = ("Concentration of head activity before (x) and after (y) fine-tuning, one point per adapter × task; "
+               "points above the diagonal mean fewer heads carry more of the activity after training.")
+    return Figure("Concentration before and after fine-tuning", caption, path)
+
+
+def _correlation_figure(path: Path, correlation: pd.DataFrame, title: str) -> Figure:
+    values = correlation.to_numpy()
+    order = leaves_list(linkage(values, "average")) if len(values) > 2 else np.arange(len(values))
+    ordered = correlation.iloc[order, order]
+    n = len(ordered)
+    figure = MplFigure(figsize=(max(4.5, 1.8 + 0.7 * n), max(3.8, 1.4 + 0.6 * n)), layout="constrained")
+    axes = figure.add_subplot()
+    sns.heatmap(ordered, ax=axes, cmap="vlag", vmin=-1, vmax=1, annot=True, fmt=".2f", square=True,
+                annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white", cbar_kws={"label": "Pearson r"})
+    axes.set(title=title)
+    figure.savefig(path, dpi=DPI)
+    caption = ("Correlation between the tasks' head activation patterns, ordered by hierarchical clustering: "
+               "blocks of high correlation are tasks that rely on the same heads.")
+    return Figure(title, caption, path)
+
+
+def _combination_figure(path: Path, combination: pd.DataFrame, complex_task: str) -> Figure:
+    figure = MplFigure(figsize=(max(4.0, 1.5 + 0.9 * len(combination)), 3.4), layout="constrained")
+    axes = figure.add_subplot()
+    axes.bar(combination["basic"], combination["weight"], color=sns.color_palette("deep")[0])
+    axes.set(title=f"{complex_task} as a mix of basic tasks (R² = {combination['r2'].iloc[0]:.2f})",
+             ylabel="weight α (non-negative)")
+    axes.tick_params(axis="x", labelrotation=30)
+    sns.despine(ax=axes)
+    figure.savefig(path, dpi=DPI)
+    caption = ("Non-negative least-squares weights of each basic adapter's pattern change in the complex adapter's "
+               "change, all measured on the complex task's items; R² is the share of the change they explain.")
+    return Figure("Combination of basic tasks", caption, path)

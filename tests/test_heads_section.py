@@ -1,0 +1,27 @@
+"""`crosstask heads`: patterns of a whole run, the report section and the combination of basic tasks."""
+
+import shutil
+
+import pandas as pd
+
+
+def test_heads_command_adds_the_section_with_combination(tiny_run, tmp_path, capsys):
+    from crosstask.cli import main
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    assert main(["heads", str(run_dir), "--items", "4", "--complex", "word_problems",
+                 "--basics", "sentiment_binary", "nli", "--quiet"]) == 0
+    analysis = run_dir / "analysis"
+    summary = pd.read_csv(analysis / "heads_summary.csv")
+    assert len(summary) == 3 * 4 and summary["gini_after"].between(0, 1).all()
+    combination = pd.read_csv(analysis / "heads_combination.csv")
+    assert list(combination["basic"]) == ["sentiment_binary", "nli"] and (combination["weight"] >= 0).all()
+    for name in ("heads_base.png", "heads_change.png", "heads_concentration.png", "heads_task_correlation.png",
+                 "heads_combination.png"):
+        assert (analysis / name).is_file()
+    report = (run_dir / "report.html").read_text()
+    assert "Attention heads" in report and "Gini" in report
+    assert main(["heads", str(run_dir), "--model", "base", "--task", "nli", "--items", "4", "--quiet"]) == 0
+    assert "False" in capsys.readouterr().out  # reused, not recomputed
+    assert main(["heads", str(run_dir), "--complex", "toxicity", "--quiet", "--items", "4"]) == 2
+    assert "not a source of this run" in capsys.readouterr().err
