@@ -173,7 +173,9 @@ def examples_digest(spec: TaskSpec, examples: list[Example]) -> str:
     payload = json.dumps(
         {
             "spec": [spec.instruction, spec.trigger, spec.answer_type, spec.labels, spec.extractor,
-                     spec.max_new_tokens, spec.stop, spec.answer_end],
+                     spec.max_new_tokens, spec.stop, spec.answer_end]
+            # Only a non-default checker joins the key, so the keys of existing runs stay valid.
+            + ([spec.checker] if spec.checker != "exact" else []),
             "examples": [[example.input, example.target, example.answer] for example in examples],
         },
         sort_keys=True,
