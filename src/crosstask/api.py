@@ -109,6 +109,19 @@ def _source_ref(source: Union[str, dict, TaskRef], experiment: Experiment) -> Ta
     return ref
 
 
+def mix(study: Union[str, Path, dict], out_dir: Optional[Union[str, Path]] = None, progress: bool = True):
+    """Run (or resume) a pattern-guided mixing study (:mod:`crosstask.mixing`); returns a ``MixingOutcome``.
+
+    ``study`` is a YAML path or a dict of settings; ``out_dir`` defaults to ``runs/<name>``. Writes
+    mixing.csv, alpha.csv, mixing.png, summary.json and the adapters there.
+    """
+    from .mixing import load_mixing_study, run_mixing
+
+    parsed = load_mixing_study(study)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / parsed.name
+    return run_mixing(parsed, out, progress=progress)
+
+
 def tasks() -> list[TaskFamily]:
     return list_families()
 

@@ -52,6 +52,16 @@ def _predict(args) -> None:
     print(table.to_string(index=False, float_format=lambda value: f"{value:+.3f}"))
 
 
+def _mix(args) -> None:
+    from . import api
+
+    outcome = api.mix(args.experiment, out_dir=args.out, progress=not args.quiet)
+    overall = outcome.table[outcome.table["seed"] == "all"]
+    print(overall.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
+    print(outcome.reading)
+    print(f"tables: {outcome.out_dir / 'mixing.csv'}, {outcome.out_dir / 'alpha.csv'}; figure: {outcome.figure.path}")
+
+
 def _tasks(args) -> None:
     from . import api
 
@@ -114,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--source", required=True,
                          help="a task name, or a source entry in YAML flow style: '{task: nli, options: {...}}'")
     predict.set_defaults(handler=_predict)
+
+    mix = commands.add_parser("mix", help="pattern-guided data mixing for a scarce complex task: warm up on basic "
+                                          "tasks in proportion to head-pattern weights, compare with plain SFT")
+    mix.add_argument("experiment", help="mixing study YAML file (see experiments/paper2_mixing.yaml)")
+    mix.add_argument("--out", default=None, help="output directory (default: runs/<name>); an existing one is resumed")
+    mix.add_argument("--quiet", action="store_true", help="no progress bars")
+    mix.set_defaults(handler=_mix)
 
     tasks = commands.add_parser("tasks", help="list the registered tasks with one rendered example each")
     tasks.set_defaults(handler=_tasks)

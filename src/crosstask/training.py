@@ -13,7 +13,7 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -60,20 +60,40 @@ def count_steps(n_examples: int, settings: LoraSettings) -> int:
     return max(1, math.ceil(math.ceil(n_examples / settings.batch_size) * settings.epochs))
 
 
-def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], settings: LoraSettings, seed: int,
-                  out_dir: Path, on_step: Callable[[int], None] = lambda step: None) -> dict:
-    """Wrap ``model`` (a freshly loaded base) in a LoRA adapter, train it, and save it in PEFT format."""
+def new_adapter(model, settings: LoraSettings, seed: int):
+    """``model`` wrapped in a fresh LoRA adapter (a ``PeftModel``), initialised from ``seed``.
+
+    :func:`train_adapter` makes its adapters with this; call it directly to keep a handle on the
+    ``PeftModel`` that training will update in place.
+    """
     from peft import LoraConfig, get_peft_model
+    from transformers import set_seed
+
+    set_seed(seed)
+    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as error:
+        raise ValueError(f"LoRA target_modules {settings.target_modules}: {str(error).splitlines()[0]}") from None
+
+
+def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], settings: LoraSettings, seed: int,
+                  out_dir: Path, on_step: Callable[[int], None] = lambda step: None,
+                  callbacks: Sequence = ()) -> dict:
+    """Wrap ``model`` (a freshly loaded base) in a LoRA adapter, train it, and save it in PEFT format.
+
+    A ``model`` that is already a ``PeftModel`` keeps its active adapter, which trains further (e.g. a
+    warm-up adapter continued on scarce data); ``settings`` then only sets the optimisation, not the
+    adapter's shape. ``callbacks`` are extra ``transformers.TrainerCallback`` objects (e.g. snapshots
+    of head patterns during training).
+    """
+    from peft import PeftModel
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
     set_seed(seed)
     rows, truncated = tokenize_examples(tokenizer, spec, examples, settings.max_length)
-    lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                      target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
-    try:
-        peft_model = get_peft_model(model, lora)
-    except ValueError as error:
-        raise ValueError(f"LoRA target_modules {settings.target_modules}: {str(error).splitlines()[0]}") from None
+    peft_model = model if isinstance(model, PeftModel) else new_adapter(model, settings, seed)
     steps = count_steps(len(rows), settings)
     arguments = TrainingArguments(
         output_dir=str(out_dir / "trainer"), per_device_train_batch_size=settings.batch_size,
@@ -93,7 +113,7 @@ def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], set
     started = time.perf_counter()
     trainer = Trainer(model=peft_model, args=arguments, train_dataset=rows,
                       data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id),
-                      callbacks=[StepReporter()])
+                      callbacks=[StepReporter(), *callbacks])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; our progress bar shows the steps
     result = trainer.train()
     seconds = time.perf_counter() - started
