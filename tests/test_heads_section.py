@@ -10,7 +10,7 @@ def test_heads_command_adds_the_section_with_combination(tiny_run, tmp_path, cap
 
     run_dir = shutil.copytree(tiny_run, tmp_path / "run")
     assert main(["heads", str(run_dir), "--items", "4", "--complex", "word_problems",
-                 "--basics", "sentiment_binary", "nli", "--quiet"]) == 0
+                 "--basics", "sentiment_binary", "nli", "--dynamics", "nli", "--every", "1", "--quiet"]) == 0
     analysis = run_dir / "analysis"
     summary = pd.read_csv(analysis / "heads_summary.csv")
     assert len(summary) == 3 * 4 and summary["gini_after"].between(0, 1).all()
@@ -19,8 +19,11 @@ def test_heads_command_adds_the_section_with_combination(tiny_run, tmp_path, cap
     for name in ("heads_base.png", "heads_change.png", "heads_concentration.png", "heads_task_correlation.png",
                  "heads_combination.png"):
         assert (analysis / name).is_file()
+    curve = pd.read_csv(run_dir / "heads" / "dynamics_nli__nli.csv")
+    assert list(curve["step"]) == [0, 1, 2, 3] and curve["corr_to_final"].iloc[-1] == 1
+    assert (analysis / "heads_dynamics_nli__nli.png").is_file()
     report = (run_dir / "report.html").read_text()
-    assert "Attention heads" in report and "Gini" in report
+    assert "Attention heads" in report and "Gini" in report and "Pattern dynamics" in report
     assert main(["heads", str(run_dir), "--model", "base", "--task", "nli", "--items", "4", "--quiet"]) == 0
     assert "False" in capsys.readouterr().out  # reused, not recomputed
     assert main(["heads", str(run_dir), "--complex", "toxicity", "--quiet", "--items", "4"]) == 2

@@ -155,6 +155,8 @@ def test_mixing_runs_end_to_end_and_resumes(tiny_model_dir, tmp_path):
     for adapter in ("plain_s0", "alpha_s0", "uniform_s0", "basic_nli"):
         assert (out / "adapters" / adapter / "adapter_model.safetensors").is_file()
     assert outcome.figure.path.is_file() and "α-weighted warm-up reaches" in outcome.reading
+    report = (out / "report.html").read_text()
+    assert "Pattern-guided data mixing" in report and "data:image/png;base64" in report
     # A second call finds every piece in the ledger: nothing is trained, measured or evaluated again.
     again = run_mixing(_study(tiny_model_dir), out)
     assert json.loads((out / "summary.json").read_text())["computed"] == {}

@@ -59,13 +59,15 @@ def analyze(run_dir: Union[str, Path], only: Optional[list[str]] = None, progres
 
 def heads(run_dir: Union[str, Path], models: Optional[list[str]] = None, tasks: Optional[list[str]] = None,
           n_items: Optional[int] = 32, batch_size: int = 8, mode: str = "abs", normalize: Optional[str] = None,
-          complex_task: Optional[str] = None, basics: Optional[list[str]] = None, progress: bool = True):
+          complex_task: Optional[str] = None, basics: Optional[list[str]] = None, dynamics: Optional[str] = None,
+          every: int = 5, progress: bool = True):
     """Head activation patterns of a finished run, into ``RUN_DIR/heads/``.
 
     With ``models``/``tasks`` only those patterns are computed and their table (one row per pattern,
     with the .npy path) is returned. Otherwise every model × target is computed, the heads section
     (before/after, concentration, shared heads, and the combination of ``basics`` explaining
-    ``complex_task`` if given) is added to the report, and the report's path is returned.
+    ``complex_task`` if given) is added to the report, and the report's path is returned. ``dynamics``
+    names a source whose adapter is retrained with a pattern snapshot every ``every`` steps.
     """
     from .analysis.suite import analyze_run
     from .heads.run import compute_run_patterns
@@ -74,7 +76,8 @@ def heads(run_dir: Union[str, Path], models: Optional[list[str]] = None, tasks: 
     if models or tasks:
         return compute_run_patterns(run_dir, models, tasks, n_items, batch_size, mode, normalize, reporter)
     options = {"n_items": n_items, "batch_size": batch_size, "mode": mode, "normalize": normalize,
-               "complex_task": complex_task, "basics": basics, "progress": reporter}
+               "complex_task": complex_task, "basics": basics, "dynamics": dynamics, "every": every,
+               "progress": reporter}
     analyze_run(run_dir, ["heads"], options={"heads": options})
     return pipeline.report(Path(run_dir))
 

@@ -34,7 +34,8 @@ def _heads(args) -> None:
 
     result = api.heads(args.run_dir, models=args.model, tasks=args.task, n_items=args.items or None,
                        batch_size=args.batch_size, mode=args.mode, normalize=args.normalize,
-                       complex_task=args.complex, basics=args.basics, progress=not args.quiet)
+                       complex_task=args.complex, basics=args.basics, dynamics=args.dynamics, every=args.every,
+                       progress=not args.quiet)
     if isinstance(result, Path):
         print(f"report: {result}")
     else:
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--normalize", choices=["layer"], default=None, help="divide each layer by its L2 norm")
     heads.add_argument("--complex", help="a source whose pattern change is explained by --basics (combination)")
     heads.add_argument("--basics", nargs="+", help="basic sources for --complex (default: every other source)")
+    heads.add_argument("--dynamics", metavar="SOURCE",
+                       help="retrain this source's adapter with a pattern snapshot on its own task every --every steps")
+    heads.add_argument("--every", type=int, default=5, help="optimizer steps between dynamics snapshots (default 5)")
     heads.add_argument("--quiet", action="store_true", help="no progress bars")
     heads.set_defaults(handler=_heads)
 

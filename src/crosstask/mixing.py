@@ -43,7 +43,7 @@ import pandas as pd
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from .analysis.base import Figure
+from .analysis.base import Figure, Section
 from .analysis.bootstrap import paired_bootstrap
 from .config import ConfigError, EvalSettings, LoraSettings, Strict, TaskRef, _describe
 from .errors import CrosstaskError
@@ -430,7 +430,18 @@ class _Runner:
                    "seconds": round(seconds, 1), "computed": {name: round(value, 2)
                                                              for name, value in self.timings.items()}}
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        self._report(reading, figure)
         return MixingOutcome(self.out, table, alpha, reading, figure, seconds)
+
+    def _report(self, reading: str, figure: Figure) -> None:
+        from .report import write_study_report
+
+        section = Section("mixing", f"Pattern-guided data mixing for {self.complex_label}", reading,
+                          tables=[self.out / "mixing.csv", self.out / "alpha.csv"], figures=[figure])
+        subtitle = (f"{self.complex_label} with {self.study.scarce_examples} training items: α-weighted warm-up vs "
+                    f"uniform warm-up vs plain SFT, {len(self.study.seeds)} seed(s)")
+        write_study_report(self.out, self.study.name, subtitle,
+                           self.study.model_dump(mode="json", exclude_none=True), [section])
 
 
 def mixing_table(accuracy: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:

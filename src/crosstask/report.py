@@ -63,11 +63,7 @@ def write_report(
         ]
         trait_figures = _trait_figures(out_dir, traits) if traits is not None else []
 
-    environment = Environment(
-        loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
-        trim_blocks=True, lstrip_blocks=True,
-    )
-    html = environment.get_template("report.html").render(
+    html = _environment().get_template("report.html").render(
         meta=meta,
         settings_yaml=_as_yaml(meta["settings"]),
         timings=_timing_rows(meta.get("timings") or {}),
@@ -88,6 +84,20 @@ def write_report(
     path = out_dir / "report.html"
     path.write_text(html, encoding="utf-8")
     return path
+
+
+def write_study_report(out_dir: str | Path, name: str, subtitle: str, settings: dict, sections: list[Section]) -> Path:
+    """``report.html`` for a study that is not a transfer matrix (e.g. ``crosstask mix``): settings and sections."""
+    html = _environment().get_template("study.html").render(
+        name=name, subtitle=subtitle, settings_yaml=_as_yaml(settings), sections=sections)
+    path = Path(out_dir) / "report.html"
+    path.write_text(html, encoding="utf-8")
+    return path
+
+
+def _environment() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined,
+                       trim_blocks=True, lstrip_blocks=True)
 
 
 # ---------------------------------------------------------------------------------------- figures

@@ -20,6 +20,8 @@ from ..analysis.base import Figure, RunData, Section
 from ..errors import CrosstaskError
 from .combination import HeadCombination
 from .compare import PatternShift, pattern_correlation
+from .dynamics import dynamics_from_refs
+from .figures import dynamics_figure, dynamics_reading
 from .patterns import Mode, Normalize, load_pattern
 from .run import compute_run_patterns
 
@@ -29,7 +31,11 @@ TOP_K = 10
 
 def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size: int = 8, mode: Mode = "abs",
             normalize: Normalize = None, complex_task: Optional[str] = None, basics: Optional[list[str]] = None,
-            progress=False) -> Section:
+            dynamics: Optional[str] = None, every: int = 5, progress=False) -> Section:
+    """The heads section; ``dynamics`` (a source of the run) also retrains that adapter from scratch with a
+    pattern snapshot on its own task every ``every`` steps. Earlier dynamics in ``heads/`` are shown too."""
+    if dynamics:
+        _record_dynamics(run, dynamics, every, mode, normalize, batch_size)
     compute_run_patterns(run.root, n_items=n_items, batch_size=batch_size, mode=mode, normalize=normalize,
                          progress=progress)
     patterns = {(model, task): load_pattern(run.root, model, task) for model in run.models for task in run.targets}
@@ -69,13 +75,34 @@ def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size
         combination = _combination(run, shifts, complex_task, basics or [])
         tables["heads_combination.csv"] = combination
         figures.append(_combination_figure(out_dir / "heads_combination.png", combination, complex_task))
+    readings = []
+    for csv_path in sorted((run.root / "heads").glob("dynamics_*__*.csv")):
+        source, task = csv_path.stem.removeprefix("dynamics_").split("__")
+        curve = pd.read_csv(csv_path)
+        figures.append(dynamics_figure(curve, out_dir / f"heads_{csv_path.stem}.png", source, task))
+        readings.append(dynamics_reading(curve, source, task))
     paths = []
     for name, table in tables.items():
         table.to_csv(out_dir / name, index=name.endswith("correlation.csv"), float_format="%.6g")
         paths.append(out_dir / name)
-    reading = _reading(run, summary, base_correlation, combination, complex_task, mode, n_items)
+    reading = " ".join([_reading(run, summary, base_correlation, combination, complex_task, mode, n_items),
+                        *readings])
     return Section("heads", "Attention heads: activation patterns before and after fine-tuning", reading,
                    tables=paths, figures=figures)
+
+
+def _record_dynamics(run: RunData, source: str, every: int, mode: Mode, normalize: Normalize, batch_size: int) -> None:
+    """Retrain ``source``'s adapter as in the run, snapshotting its pattern on its own task (16 probe items)."""
+    if source not in run.sources:
+        raise CrosstaskError(f"--dynamics {source!r} is not a source of this run; sources: {', '.join(run.sources)}")
+    if every < 1:
+        raise CrosstaskError(f"--every must be at least 1, got {every}")
+    experiment = run.experiment
+    source_ref = next(ref for ref in experiment.source_refs if ref.label == source)
+    probe_ref = next(ref for ref in experiment.target_refs if ref.label == _own_task(run, source))
+    dynamics_from_refs(run._plan.model, source_ref, probe_ref, train_examples=experiment.train_examples,
+                       lora=experiment.lora, every=every, seed=experiment.seed, out_dir=run.root,
+                       precision=experiment.precision, batch_size=batch_size, mode=mode, normalize=normalize)
 
 
 def _own_task(run: RunData, adapter: str) -> str:
