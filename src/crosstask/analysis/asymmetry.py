@@ -10,14 +10,9 @@ from __future__ import annotations
 from itertools import combinations
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.figure import Figure as MplFigure
 
-from .base import Figure, RunData, Section
-
-DPI = 150
+from .base import Figure, RunData, Section, diverging_heatmap
 
 
 class TransferAsymmetry:
@@ -59,15 +54,8 @@ def analyze(run: RunData, out_dir: Path) -> Section:
 
 
 def _figure(path: Path, matrix_pp: pd.DataFrame) -> Figure:
-    n = len(matrix_pp)
-    figure = MplFigure(figsize=(max(4.5, 2.0 + 0.8 * n), max(3.8, 1.6 + 0.7 * n)), layout="constrained")
-    axes = figure.add_subplot()
-    limit = float(np.nanmax(np.abs(matrix_pp.to_numpy()))) or 1.0
-    sns.heatmap(matrix_pp, ax=axes, cmap="vlag", vmin=-limit, vmax=limit, annot=True, fmt="+.1f", square=True,
-                annot_kws={"fontsize": 8}, linewidths=0.6, linecolor="white",
-                cbar_kws={"label": "Δ[i→j] − Δ[j→i] (pp)"})
-    axes.set(title="Transfer asymmetry", xlabel="target j", ylabel="source i")
-    figure.savefig(path, dpi=DPI)
+    diverging_heatmap(path, matrix_pp, title="Transfer asymmetry", xlabel="target j", ylabel="source i",
+                      colorbar="Δ[i→j] − Δ[j→i] (pp)", fmt="+.1f", square=True)
     caption = ("Row i, column j: how much more source i helps target j than source j helps target i, in percentage "
                "points of difference from base. The matrix is antisymmetric; strong colours mark one-way transfer.")
     return Figure("Asymmetry", caption, path)

@@ -88,6 +88,10 @@ class RunData:
     def targets(self) -> list[str]:
         return [ref.label for ref in self.experiment.target_refs]
 
+    def targets_of(self, answer_type: str) -> list[str]:
+        """The targets whose task has this answer type ("choice" or "generate")."""
+        return [target for target in self.targets if self.target_spec(target).answer_type == answer_type]
+
     @property
     def models(self) -> list[str]:
         return ["base", *self.sources]
@@ -171,3 +175,28 @@ class RunData:
 
     def adapter_dir(self, source: str) -> Path:
         return self.root / "adapters" / source
+
+
+def diverging_heatmap(path: Path, values: pd.DataFrame, *, title: str, xlabel: str, ylabel: str, colorbar: str,
+                      fmt: str, square: bool = False) -> None:
+    """An annotated heatmap centred on zero (white = no change), sized to the frame, saved as a PNG."""
+    import numpy as np
+    import seaborn as sns
+    from matplotlib.figure import Figure as MplFigure
+
+    n_rows, n_cols = values.shape
+    figure = MplFigure(figsize=(max(4.5, 2.2 + 0.85 * n_cols), max(3.4, 1.6 + (0.6 if square else 0.42) * n_rows)),
+                       layout="constrained")
+    axes = figure.add_subplot()
+    finite = np.abs(values.to_numpy(dtype=float))
+    limit = float(np.nanmax(finite)) if np.isfinite(finite).any() else 0.0
+    sns.heatmap(values, ax=axes, cmap="vlag", vmin=-(limit or 1.0), vmax=limit or 1.0, annot=True, fmt=fmt,
+                square=square, annot_kws={"fontsize": 8}, linewidths=0.6, linecolor="white",
+                cbar_kws={"label": colorbar})
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    figure.savefig(path, dpi=150)
+
+
+def with_leading(table: pd.DataFrame, first: list[str]) -> pd.DataFrame:
+    """The same table with the ``first`` columns moved to the front."""
+    return table[[*first, *[column for column in table.columns if column not in first]]]

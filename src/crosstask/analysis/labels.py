@@ -23,7 +23,7 @@ from matplotlib.figure import Figure as MplFigure
 from scipy.spatial.distance import jensenshannon
 
 from ..tasks.base import TaskSpec
-from .base import Figure, RunData, Section
+from .base import Figure, RunData, Section, diverging_heatmap, with_leading
 
 DPI = 150
 
@@ -101,7 +101,7 @@ class LabelShift:
 
 def analyze(run: RunData, out_dir: Path) -> Section:
     section = Section("labels", "Label distribution", reading="")
-    targets = [t for t in run.targets if run.target_spec(t).answer_type == "choice"]
+    targets = run.targets_of("choice")
     if not targets:
         section.skipped = "The run has no choice-type target, so there are no label distributions to compare."
         return section
@@ -117,8 +117,7 @@ def analyze(run: RunData, out_dir: Path) -> Section:
         shift = LabelShift(spec.labels).fit(gold, predictions, priors)
         tables.append(shift.table_.assign(target=target))
         confusions[target] = shift.confusion_
-    table = pd.concat(tables, ignore_index=True)
-    table = table[["target", "model", *[c for c in table.columns if c not in ("target", "model")]]]
+    table = with_leading(pd.concat(tables, ignore_index=True), ["target", "model"])
     path = out_dir / "labels.csv"
     table.to_csv(path, index=False, float_format="%.4f")
     confusion_path = out_dir / "confusion.csv"
@@ -171,17 +170,9 @@ def _confusion_grid(path: Path, confusions: dict[str, dict[str, pd.DataFrame]], 
 
 
 def _prior_figure(path: Path, table: pd.DataFrame) -> Figure:
-    adapters = table[table["model"] != "base"]
-    grid = adapters.pivot(index="model", columns="target", values="toward_source")
-    figure = MplFigure(figsize=(max(4.5, 2.2 + 0.85 * grid.shape[1]), max(3.0, 1.6 + 0.42 * grid.shape[0])),
-                       layout="constrained")
-    axes = figure.add_subplot()
-    limit = float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any() else 1.0
-    sns.heatmap(grid, ax=axes, cmap="vlag", center=0, vmin=-(limit or 1), vmax=limit or 1, annot=True, fmt="+.2f",
-                annot_kws={"fontsize": 8}, linewidths=0.6, linecolor="white",
-                cbar_kws={"label": "JS(base, prior) − JS(adapter, prior)"})
-    axes.set(title="Movement toward the source's label prior", xlabel="target task", ylabel="adapter (source)")
-    figure.savefig(path, dpi=DPI)
+    grid = table[table["model"] != "base"].pivot(index="model", columns="target", values="toward_source")
+    diverging_heatmap(path, grid, title="Movement toward the source's label prior", xlabel="target task",
+                      ylabel="adapter (source)", colorbar="JS(base, prior) − JS(adapter, prior)", fmt="+.2f")
     caption = ("Positive (red): the adapter's predicted-label distribution is closer to its source's training label "
                "distribution than the base model's is. Blank: the source shares no label meaning with the target.")
     return Figure("Inherited label prior", caption, path)

@@ -21,7 +21,7 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from scipy.stats import spearmanr, wasserstein_distance
 
-from .base import Figure, RunData, Section
+from .base import Figure, RunData, Section, with_leading
 
 QUANTILES = np.linspace(0.02, 0.98, 49)
 DPI = 150
@@ -74,7 +74,7 @@ class LengthShift:
 
 def analyze(run: RunData, out_dir: Path) -> Section:
     section = Section("lengths", "Generation length", reading="")
-    targets = [t for t in run.targets if run.target_spec(t).answer_type == "generate"]
+    targets = run.targets_of("generate")
     if not targets:
         section.skipped = "The run has no generate-type target, so there are no generation lengths to compare."
         return section
@@ -95,8 +95,7 @@ def analyze(run: RunData, out_dir: Path) -> Section:
         table = shift.table_.assign(target=target, delta=shift.table_["score"] - run.matrix.at["base", target])
         tables.append(table)
         curves[target] = {"gold": gold, **lengths}
-    table = pd.concat(tables, ignore_index=True)
-    table = table[["target", "model", *[c for c in table.columns if c not in ("target", "model")]]]
+    table = with_leading(pd.concat(tables, ignore_index=True), ["target", "model"])
     path = out_dir / "lengths.csv"
     table.to_csv(path, index=False, float_format="%.4f")
     section.tables = [path]
