@@ -194,6 +194,10 @@ def diverging_heatmap(path: Path, values: pd.DataFrame, *, title: str, xlabel: s
                 square=square, annot_kws={"fontsize": 8}, linewidths=0.6, linecolor="white",
                 cbar_kws={"label": colorbar})
     axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    axes.tick_params(axis="x", labelrotation=35)
+    axes.tick_params(axis="y", labelrotation=0)
+    for label in axes.get_xticklabels():
+        label.set(ha="right", rotation_mode="anchor")
     figure.savefig(path, dpi=150)
 
 

@@ -170,7 +170,9 @@ def _confusion_grid(path: Path, confusions: dict[str, dict[str, pd.DataFrame]], 
 
 
 def _prior_figure(path: Path, table: pd.DataFrame) -> Figure:
-    grid = table[table["model"] != "base"].pivot(index="model", columns="target", values="toward_source")
+    adapters = table[table["model"] != "base"]
+    grid = adapters.pivot(index="model", columns="target", values="toward_source").reindex(
+        index=pd.unique(adapters["model"]), columns=pd.unique(adapters["target"]))  # run order, not alphabetical
     diverging_heatmap(path, grid, title="Movement toward the source's label prior", xlabel="target task",
                       ylabel="adapter (source)", colorbar="JS(base, prior) − JS(adapter, prior)", fmt="+.2f")
     caption = ("Positive (red): the adapter's predicted-label distribution is closer to its source's training label "
