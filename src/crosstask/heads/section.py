@@ -156,26 +156,27 @@ def _reading(run, summary, base_correlation, combination, complex_task, mode, n_
 
 
 def _pattern_grid(path: Path, patterns: dict[str, np.ndarray], title: str, label: str, diverging: bool) -> Figure:
+    """One layer × head heatmap per pattern, each on its own colour scale (tasks' losses differ in size)."""
     n = len(patterns)
     columns = min(n, 4)
     rows = int(np.ceil(n / columns))
     layers, heads = next(iter(patterns.values())).shape
-    figure = MplFigure(figsize=(2.2 + 2.3 * columns, 0.6 + rows * max(2.4, 0.11 * layers)), layout="constrained")
+    figure = MplFigure(figsize=(2.6 * columns + 0.4, 0.6 + rows * max(2.6, 0.11 * layers)), layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False)
-    limit = max(float(np.abs(p).max()) for p in patterns.values()) or 1.0
-    cmap, vmin = ("vlag", -limit) if diverging else ("rocket_r", 0.0)
     for axes, (name, pattern) in zip(grid.flat, patterns.items()):
+        limit = float(np.abs(pattern).max()) or 1.0
+        cmap, vmin = ("vlag", -limit) if diverging else ("rocket_r", 0.0)
         image = axes.imshow(pattern, aspect="auto", cmap=cmap, vmin=vmin, vmax=limit, interpolation="nearest")
+        figure.colorbar(image, ax=axes, shrink=0.85, pad=0.02).ax.tick_params(labelsize=6)
         axes.set_title(name, fontsize=9)
         axes.set(xlabel="head", ylabel="layer")
         axes.set_xticks(range(heads))
         axes.tick_params(labelsize=6)
     for axes in list(grid.flat)[n:]:
         axes.set_visible(False)
-    figure.colorbar(image, ax=grid, label=label, shrink=0.8)
-    figure.suptitle(title)
+    figure.suptitle(f"{title} ({label}; each panel on its own scale)")
     figure.savefig(path, dpi=DPI)
-    caption = ("Each panel is a layer × head grid (layer 0 at the top). "
+    caption = ("Each panel is a layer × head grid (layer 0 at the top), with its own colour scale. "
                + ("Red: the head matters more after fine-tuning; blue: less." if diverging else
                   "Darker: the head's gate has a larger first-order effect on the answer loss."))
     return Figure(title, caption, path)
