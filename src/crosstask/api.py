@@ -148,9 +148,7 @@ def load_matrix(run_dir: Union[str, Path]) -> pd.DataFrame:
 
 def load_items(run_dir: Union[str, Path]) -> pd.DataFrame:
     """Every evaluated item: prompt, gold, prediction, correct, log-likelihoods, generated text."""
-    items = _store(run_dir).items()
-    items["logliks"] = items["logliks"].map(lambda text: json.loads(text) if isinstance(text, str) else None)
-    return items
+    return _store(run_dir).items(parse_logliks=True)
 
 
 def load_cells(run_dir: Union[str, Path]) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from .evaluation import SCORING_VERSION
 from .jobs import BASE, EvalJob, Job, LocalExecutor, TrainJob, Workspace
 from .models import ResolvedModel, choose_dtype, resolve_model
 from .progress import Reporter
+from .store import Store
 from .tasks.base import Example
 from .tasks.data import build_examples, examples_digest, register_definitions, resolve, with_fewshot
 from .training import TRAINING_VERSION
@@ -139,8 +140,8 @@ def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), execu
     return export(workspace, the_plan.rows, the_plan.columns, experiment)
 
 
-def matrix_from_store(workspace: Workspace, rows: list[str], columns: list[str]) -> pd.DataFrame:
-    cells = workspace.store.cells()
+def matrix_from_store(store: Store, rows: list[str], columns: list[str]) -> pd.DataFrame:
+    cells = store.cells()
     table = cells.pivot(index="model", columns="target", values="score")
     missing = [(r, c) for r in rows for c in columns if r not in table.index or c not in table.columns]
     if missing:
@@ -163,7 +164,7 @@ def export(workspace: Workspace, rows: list[str], columns: list[str], experiment
     from .report import write_report
 
     root = workspace.root
-    matrix = matrix_from_store(workspace, rows, columns)
+    matrix = matrix_from_store(workspace.store, rows, columns)
     _write_atomically(root / "matrix.csv", matrix.to_csv(float_format="%.4f"))
     items = workspace.store.items(models=rows, targets=columns)
     intervals = paired_bootstrap(items[["model", "target", "item", "correct"]],

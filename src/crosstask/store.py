@@ -147,11 +147,15 @@ class Store:
         with closing(self._connect()) as connection:
             return pd.read_sql_query("SELECT * FROM cells", connection)
 
-    def items(self, models: Optional[list[str]] = None, targets: Optional[list[str]] = None) -> pd.DataFrame:
+    def items(self, models: Optional[list[str]] = None, targets: Optional[list[str]] = None,
+              parse_logliks: bool = False) -> pd.DataFrame:
+        """Every item, optionally of some models/targets; ``parse_logliks`` turns the JSON column into dicts."""
         with closing(self._connect()) as connection:
             frame = pd.read_sql_query("SELECT * FROM items ORDER BY model, target, item", connection)
         if models is not None:
             frame = frame[frame["model"].isin(models)]
         if targets is not None:
             frame = frame[frame["target"].isin(targets)]
+        if parse_logliks:
+            frame["logliks"] = frame["logliks"].map(lambda text: json.loads(text) if isinstance(text, str) else None)
         return frame.reset_index(drop=True)

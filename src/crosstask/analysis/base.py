@@ -99,15 +99,9 @@ class RunData:
     @cached_property
     def matrix(self) -> pd.DataFrame:
         """Scores in [0, 1]: rows ``base`` then the adapters, columns the targets."""
-        cells = self.store.cells()
-        table = cells.pivot(index="model", columns="target", values="score")
-        missing = [(m, t) for m in self.models for t in self.targets if m not in table.index or t not in table.columns]
-        if missing:
-            raise CrosstaskError(f"{self.root}: no result for {missing[0][0]!r} on {missing[0][1]!r}; "
-                                 "finish the run first (crosstask run)")
-        matrix = table.loc[self.models, self.targets].astype(float)
-        matrix.index.name, matrix.columns.name = "model", None
-        return matrix
+        from ..pipeline import matrix_from_store
+
+        return matrix_from_store(self.store, self.models, self.targets).astype(float)
 
     @property
     def delta(self) -> pd.DataFrame:
@@ -117,9 +111,7 @@ class RunData:
     @cached_property
     def items(self) -> pd.DataFrame:
         """Every evaluated item (see :meth:`Store.items`), with ``logliks`` parsed into dicts."""
-        items = self.store.items(models=self.models, targets=self.targets)
-        items["logliks"] = items["logliks"].map(lambda text: json.loads(text) if isinstance(text, str) else None)
-        return items
+        return self.store.items(models=self.models, targets=self.targets, parse_logliks=True)
 
     @cached_property
     def _plan(self):
