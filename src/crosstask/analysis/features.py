@@ -181,7 +181,13 @@ def dataset_embedding(texts: list[str], max_texts: int | None = 200, seed: int =
     sample = sample_texts(texts, max_texts, seed)
     if not sample:
         raise ValueError("dataset_embedding needs at least one text")
-    return embed_texts(sample).astype(np.float64).mean(axis=0)
+    return _mean_embedding(tuple(sample)).copy()
+
+
+# The similarity and prediction analyses describe the same datasets in one `crosstask analyze`: embed once.
+@lru_cache(maxsize=64)
+def _mean_embedding(texts: tuple[str, ...]) -> np.ndarray:
+    return embed_texts(list(texts)).astype(np.float64).mean(axis=0)
 
 
 # ------------------------------------------------------------------------------------ dependencies
