@@ -31,6 +31,9 @@ def test_defaults_and_mapping_entries():
         ({"targets": [{"task": "nli", "name": "base"}]}, "'base' is reserved"),
         ({"sources": []}, "sources"),
         ({"name": "has space"}, "name"),
+        ({"sources": [{"task": "nli", "lora": {"epoch": 3}}]}, "sources.0.lora.epoch: unknown key"),
+        ({"sources": [{"task": "nli", "lora": {"epochs": 0}}]}, "sources.0.lora.epochs"),
+        ({"targets": [{"task": "nli", "lora": {"epochs": 3}}]}, "lora sets how an adapter trains"),
     ],
 )
 def test_bad_settings_name_the_key(change, message):
@@ -80,3 +83,14 @@ def test_variants_expand_into_extra_sources_with_clear_errors():
     with pytest.raises(ConfigError, match="repeated"):
         parse_experiment({"name": "x", "targets": ["nli"], "sources": [
             {"task": "nli", "variants": ["balanced"]}, {"task": "nli", "name": "nli+balanced"}]})
+
+
+def test_a_source_can_override_lora_settings_and_its_variants_inherit_them():
+    experiment = parse_experiment({**MINIMAL, "lora": {"r": 4, "epochs": 1},
+                                   "sources": ["sentiment_binary",
+                                               {"task": "nli", "lora": {"epochs": 3}, "variants": ["balanced"]}]})
+    plain, nli, balanced = experiment.source_refs
+    assert experiment.lora_for(plain) == experiment.lora
+    assert experiment.lora_for(nli).epochs == 3 and experiment.lora_for(nli).r == 4
+    assert experiment.lora_for(balanced) == experiment.lora_for(nli)
+    assert experiment.compact_dump()["sources"][1]["lora"] == {"epochs": 3}

@@ -93,6 +93,11 @@ def test_a_changed_setting_reruns_only_the_work_it_affects(settings, tmp_path):
     changed = final["created"] != after["created"]
     assert set(changed[changed].index.get_level_values("model")) == {"toxicity"}
 
+    settings["sources"][0] = {"task": "sentiment_binary", "lora": {"epochs": 1}}  # its own training only
+    api.run(settings, out_dir=run_dir, progress=False)
+    retrained = _cells(run_dir)["created"] != final["created"]
+    assert set(retrained[retrained].index.get_level_values("model")) == {"sentiment_binary"}
+
 
 def test_interrupted_run_keeps_finished_cells_and_resumes(settings, tmp_path, monkeypatch):
     import crosstask.jobs as jobs

@@ -6,7 +6,14 @@ from crosstask.config import LoraSettings
 from crosstask.evaluation import score_choice
 from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks.base import Example, TaskSpec
-from crosstask.training import IGNORE_INDEX, tokenize_examples, train_adapter
+from crosstask.training import (
+    IGNORE_INDEX,
+    answer_loss,
+    eager_attention_on_cpu,
+    pad_batch,
+    tokenize_examples,
+    train_adapter,
+)
 
 SPEC = TaskSpec("toy", "Say the colour.", "Colour", "choice", labels=("red", "blue"))
 EXAMPLES = [Example(f"Item {i}: {'apple' if i % 2 else 'sky'}", "red" if i % 2 else "blue",
@@ -24,6 +31,30 @@ def test_loss_is_on_the_answer_only(tiny_model):
     assert labels[prompt_length:] == answer == rows[0]["input_ids"][prompt_length:]
     _, truncated = tokenize_examples(tokenizer, SPEC, EXAMPLES[:3], max_length=8)
     assert truncated == 3
+
+
+def test_answer_loss_equals_the_causal_lm_loss_on_answer_tokens(tiny_model):
+    model, tokenizer = tiny_model
+    rows, _ = tokenize_examples(tokenizer, SPEC, EXAMPLES[:5], max_length=256)
+    batch = pad_batch(rows, tokenizer.pad_token_id)  # rows of different lengths: padding included
+    with torch.no_grad():
+        reference = model(**batch).loss  # transformers' loss: logits at every position
+        ours = answer_loss(model, batch)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_training_attention_is_restored_afterwards(tiny_model_dir):
+    model = load_model(resolve_model(str(tiny_model_dir)), torch.float32)
+    before = model.config._attn_implementation
+    with eager_attention_on_cpu(model):
+        assert model.config._attn_implementation == "eager"
+    assert model.config._attn_implementation == before
+    try:
+        with eager_attention_on_cpu(model):
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert model.config._attn_implementation == before
 
 
 def test_adapter_learns_and_is_a_standard_peft_folder(tiny_model_dir, tmp_path):

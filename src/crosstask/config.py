@@ -77,6 +77,8 @@ class TaskRef(Strict):
     fewshot: int = Field(0, ge=0, le=32)
     # sources only: extra adapters trained on transformed copies of this source (see VARIANTS)
     variants: list[Union[str, dict[str, Any]]] = Field(default_factory=list)
+    # sources only: LoRA settings that differ from the experiment's for this source, e.g. {epochs: 3}
+    lora: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -95,6 +97,12 @@ class TaskRef(Strict):
             if name not in VARIANTS:
                 raise ValueError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}")
         return variants
+
+    @field_validator("lora")
+    @classmethod
+    def _known_lora_settings(cls, overrides):
+        LoraSettings.model_validate(overrides)  # names the unknown key or the bad value
+        return overrides
 
     @field_validator("balance")
     @classmethod
@@ -190,6 +198,8 @@ class Experiment(Strict):
             raise ValueError("variants make extra adapters and apply to sources only")
         if info.field_name == "sources" and any(ref.fewshot for ref in refs):
             raise ValueError("fewshot changes evaluation prompts and applies to targets only")
+        if info.field_name == "targets" and any(ref.lora for ref in refs):
+            raise ValueError("lora sets how an adapter trains and applies to sources only")
         labels = [expanded.label for ref in refs for expanded in ref.expand()]
         duplicates = sorted({label for label in labels if labels.count(label) > 1})
         if duplicates:
@@ -206,6 +216,10 @@ class Experiment(Strict):
     @property
     def target_refs(self) -> list[TaskRef]:
         return list(self.targets)  # type: ignore[arg-type]
+
+    def lora_for(self, ref: TaskRef) -> LoraSettings:
+        """The experiment's LoRA settings with this source's own ``lora`` entries on top."""
+        return LoraSettings.model_validate({**self.lora.model_dump(), **ref.lora})
 
     def variant_pairs(self) -> list[tuple[str, str]]:
         """(source, variant) label pairs, e.g. ("sentiment_binary", "sentiment_binary+mislabeled0.3")."""

@@ -75,11 +75,11 @@ def plan(experiment: Experiment, base_dir: Path = Path(".")) -> Plan:
                              frozenset(held_out.get(ref.task, ())))
         spec = resolve(ref).spec
         seed = experiment.seed if ref.seed is None else ref.seed
+        lora = experiment.lora_for(ref)
         key = content_key("train", TRAINING_VERSION, model_key, examples_digest(spec, examples),
-                          experiment.lora.model_dump(), seed)
+                          lora.model_dump(), seed)
         adapter_keys[ref.label] = key
-        result.jobs.append(TrainJob(ref.label, key, ref.task, spec, tuple(examples), model, dtype,
-                                    experiment.lora, seed))
+        result.jobs.append(TrainJob(ref.label, key, ref.task, spec, tuple(examples), model, dtype, lora, seed))
     target_specs = {ref.label: _target_spec(ref, experiment, base_dir, held_out) for ref in experiment.target_refs}
     for model_name in result.rows:
         for ref in experiment.target_refs:

@@ -13,10 +13,12 @@ import math
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .config import LoraSettings
 from .evaluation import encode_continuation, encode_prompt
@@ -24,7 +26,7 @@ from .tasks.base import Example, TaskSpec
 
 IGNORE_INDEX = -100
 # Part of every adapter's content key: bump it when a change to training would change the weights.
-TRAINING_VERSION = 1
+TRAINING_VERSION = 2
 # The Trainer itself calls this deprecated transformers property; the warning is not the user's to act on.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
@@ -54,6 +56,51 @@ def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
         labels[index, :length] = torch.tensor(row["labels"])
         mask[index, :length] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def answer_token_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits at the positions that predict an answer token, flattened to ``(N, V)``, with their
+    ``(N,)`` target ids and the ``(N,)`` batch row each came from.
+
+    Only those positions go through the output head (49k wide for SmolLM2), via a boolean
+    ``logits_to_keep`` mask: a short answer after a long prompt needs a handful of the head's rows
+    instead of one per prompt token.
+    """
+    labels = batch["labels"]
+    predicts_answer = torch.zeros_like(labels, dtype=torch.bool)
+    predicts_answer[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   logits_to_keep=predicts_answer, use_cache=False).logits
+    targets = labels[:, 1:][predicts_answer[:, :-1]]
+    return logits.reshape(len(targets), -1), targets, predicts_answer.nonzero()[:, 0]
+
+
+def answer_loss(model, batch: dict) -> torch.Tensor:
+    """Mean cross-entropy over every answer token in the batch (what the Trainer's causal-LM loss
+    computes, without the output head at prompt positions)."""
+    logits, targets, _ = answer_token_logits(model, batch)
+    return F.cross_entropy(logits.float(), targets)
+
+
+@contextmanager
+def eager_attention_on_cpu(model) -> Iterator[None]:
+    """Train with the plain matmul-softmax attention on CPU; the model's own choice is restored after.
+
+    Measured here on SmolLM2-135M in bf16 (LoRA q/k/v/o, 8 x 66-token batches): the backward pass of
+    torch's CPU flash attention took a third of each step, and "eager" attention trained at 375
+    tokens/s against 300 for "sdpa". For generation "sdpa" stays faster (8 s against 10 s), so
+    evaluation keeps it; on GPU nothing changes.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    previous = base.config._attn_implementation
+    switch = base.device.type == "cpu" and previous != "eager"
+    if switch:
+        base.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            base.set_attn_implementation(previous)
 
 
 def count_steps(n_examples: int, settings: LoraSettings) -> int:
@@ -106,16 +153,22 @@ def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], set
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
     )
 
+    class AnswerOnlyTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = answer_loss(model, inputs)
+            return (loss, None) if return_outputs else loss
+
     class StepReporter(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             on_step(state.global_step)
 
     started = time.perf_counter()
-    trainer = Trainer(model=peft_model, args=arguments, train_dataset=rows,
-                      data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id),
-                      callbacks=[StepReporter(), *callbacks])
+    trainer = AnswerOnlyTrainer(model=peft_model, args=arguments, train_dataset=rows,
+                                data_collator=lambda batch: pad_batch(batch, tokenizer.pad_token_id),
+                                callbacks=[StepReporter(), *callbacks])
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; our progress bar shows the steps
-    result = trainer.train()
+    with eager_attention_on_cpu(peft_model):
+        result = trainer.train()
     seconds = time.perf_counter() - started
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     shutil.rmtree(arguments.output_dir, ignore_errors=True)

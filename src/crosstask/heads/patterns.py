@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..tasks.base import Example, TaskSpec
-from ..training import IGNORE_INDEX, pad_batch, tokenize_examples
+from ..training import answer_token_logits, pad_batch, tokenize_examples
 from .gates import HeadGates
 
 Mode = Literal["signed", "abs"]
@@ -44,25 +44,14 @@ def answer_batches(tokenizer, spec: TaskSpec, examples: list[Example], batch_siz
 
 
 def item_losses(model, batch: dict) -> torch.Tensor:
-    """Per-item mean cross-entropy over the answer tokens, shape ``(B,)``, in float32 (or float64).
-
-    Only the positions that predict an answer token go through the output head (49k wide for
-    SmolLM2), via a boolean ``logits_to_keep`` mask; the logits come back flattened to ``(N, V)``.
-    """
-    labels = batch["labels"]
-    predicts_answer = torch.zeros_like(labels, dtype=torch.bool)
-    predicts_answer[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   logits_to_keep=predicts_answer, use_cache=False).logits
-    targets = labels[:, 1:][predicts_answer[:, :-1]]
-    logits = logits.reshape(len(targets), -1)
+    """Per-item mean cross-entropy over the answer tokens, shape ``(B,)``, in float32 (or float64)."""
+    logits, targets, rows = answer_token_logits(model, batch)
     token_losses = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), targets,
                                    reduction="none")
-    rows = predicts_answer.nonzero()[:, 0]
-    counts = torch.bincount(rows, minlength=len(labels))
+    counts = torch.bincount(rows, minlength=len(batch["labels"]))
     if (counts == 0).any():
         raise ValueError("an item has no answer tokens to score")
-    return torch.zeros(len(labels), dtype=token_losses.dtype).index_add_(0, rows, token_losses) / counts
+    return torch.zeros(len(counts), dtype=token_losses.dtype).index_add_(0, rows, token_losses) / counts
 
 
 @contextmanager

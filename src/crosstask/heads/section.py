@@ -101,7 +101,7 @@ def _record_dynamics(run: RunData, source: str, every: int, mode: Mode, normaliz
     source_ref = next(ref for ref in experiment.source_refs if ref.label == source)
     probe_ref = next(ref for ref in experiment.target_refs if ref.label == _own_task(run, source))
     dynamics_from_refs(run._plan.model, source_ref, probe_ref, train_examples=experiment.train_examples,
-                       lora=experiment.lora, every=every, seed=experiment.seed, out_dir=run.root,
+                       lora=experiment.lora_for(source_ref), every=every, seed=experiment.seed, out_dir=run.root,
                        precision=experiment.precision, batch_size=batch_size, mode=mode, normalize=normalize)
 
 
