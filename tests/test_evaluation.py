@@ -2,7 +2,8 @@ import math
 
 import torch
 
-from crosstask.evaluation import evaluate, generate_answers, score_choice
+from crosstask import evaluation
+from crosstask.evaluation import evaluate, generate_answers, score_choice, shared_prefix
 from crosstask.tasks.base import Example, TaskSpec
 
 SPEC = TaskSpec("toy", "Pick one.", "Answer", "choice", labels=("yes", "no", "not sure at all"))
@@ -41,6 +42,30 @@ def test_generation_is_batch_independent_and_cut_at_stops(tiny_model):
         assert "\n" not in result.generated
         assert result.generated_tokens == len(tokenizer(result.generated, add_special_tokens=False)["input_ids"])
         assert result.prediction == spec.extract(result.generated)
+
+
+def test_shared_prefix_leaves_every_sequence_a_token_of_its_own():
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == [1, 2]
+    assert shared_prefix([[1, 2, 3], [1, 2, 3, 4]]) == [1, 2]
+    assert shared_prefix([[7, 8], [1, 2]]) == []
+
+
+def test_a_long_shared_prefix_runs_once_and_changes_no_generation(tiny_model, monkeypatch):
+    model, tokenizer = tiny_model
+    shots = "".join(f"Example {i}: what comes after {i}? Answer: {i + 1}\n\n" for i in range(6))
+    spec = TaskSpec("gen", shots + "Compute.", "Answer", "generate", max_new_tokens=10, stop=("\n",))
+    prompt_ids = [tokenizer(spec.prompt(example))["input_ids"] for example in EXAMPLES]
+    assert len(shared_prefix(prompt_ids)) >= evaluation.MIN_SHARED_PREFIX
+    calls = []
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *args, **kwargs: calls.append(kwargs["input_ids"].shape) or
+                        forward(*args, **kwargs))
+    cached = generate_answers(model, tokenizer, spec, EXAMPLES, batch_size=2)
+    assert calls[0][0] == 1 and calls[0][1] == len(shared_prefix(prompt_ids))  # the prefix, once
+    assert all(shape[1] < calls[0][1] for shape in calls[1:])  # never again in a batch
+    monkeypatch.setattr(evaluation, "MIN_SHARED_PREFIX", 10**9)
+    plain = [generate_answers(model, tokenizer, spec, [example], batch_size=1)[0] for example in EXAMPLES]
+    assert [r.generated for r in cached] == [r.generated for r in plain]
 
 
 def test_answer_end_pattern_cuts_after_the_marked_answer():

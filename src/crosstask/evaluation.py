@@ -9,6 +9,7 @@ which skips most of the 49k-wide output head.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
@@ -19,7 +20,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from .tasks.base import TARGET_DELIMITER, Example, TaskSpec
 
 # Part of every cell's content key: bump it when a change to scoring would change stored results.
-SCORING_VERSION = 1
+SCORING_VERSION = 2
 
 
 @dataclass
@@ -128,19 +129,48 @@ class _StopWhenAnswered(StoppingCriteria):
         return torch.tensor([self.spec.cut(text) != text for text in texts], device=input_ids.device)
 
 
+def shared_prefix(sequences: list[list[int]], keep: int = 1) -> list[int]:
+    """The longest token prefix common to every sequence, leaving each at least ``keep`` tokens of its own."""
+    shortest = min(len(sequence) for sequence in sequences) - keep
+    length = 0
+    while length < shortest and all(sequence[length] == sequences[0][length] for sequence in sequences):
+        length += 1
+    return sequences[0][:length]
+
+
+# Below this many shared tokens, the prefix cache's copy per batch costs about what it saves.
+MIN_SHARED_PREFIX = 32
+
+
 @torch.inference_mode()
 def generate_answers(model, tokenizer, spec: TaskSpec, examples: list[Example], batch_size: int,
                      progress: Progress = lambda n: None) -> list[ItemResult]:
+    """Greedy answers, batch by batch. Prompts that share a long prefix (few-shot examples and the
+    instruction) run it once: its key/value cache is copied into every batch, the items' own tokens
+    follow it, left-padded in the middle (positions come from the attention mask, so each item's
+    tokens sit exactly where they would without padding).
+    """
     prompts = [spec.prompt(example) for example in examples]
     prompt_ids = [encode_prompt(tokenizer, prompt) for prompt in prompts]
+    prefix = shared_prefix(prompt_ids)
+    if len(prefix) < MIN_SHARED_PREFIX:
+        prefix = []
+    prefix_cache = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1).past_key_values \
+        if prefix else None
     results: list[Optional[ItemResult]] = [None] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(prompt_ids[i]))
     for batch in _batches(order, batch_size):
-        ids, mask = _left_pad([prompt_ids[i] for i in batch], tokenizer.pad_token_id)
+        own, own_mask = _left_pad([prompt_ids[i][len(prefix) :] for i in batch], tokenizer.pad_token_id)
+        ids = torch.cat([torch.tensor([prefix], dtype=torch.long).expand(len(batch), -1), own], dim=1)
+        mask = torch.cat([torch.ones((len(batch), len(prefix)), dtype=torch.long), own_mask], dim=1)
+        cache = None
+        if prefix_cache is not None:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(batch))
         output = model.generate(
-            input_ids=ids, attention_mask=mask, max_new_tokens=spec.max_new_tokens, do_sample=False,
+            input_ids=ids, attention_mask=mask, past_key_values=cache, max_new_tokens=spec.max_new_tokens,
+            do_sample=False, pad_token_id=tokenizer.pad_token_id,
             stopping_criteria=StoppingCriteriaList([_StopWhenAnswered(tokenizer, spec, ids.shape[1])]),
-            pad_token_id=tokenizer.pad_token_id,
         )
         for row, index in enumerate(batch):
             text = spec.cut(tokenizer.decode(output[row, ids.shape[1] :], skip_special_tokens=True))
