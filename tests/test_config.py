@@ -94,3 +94,9 @@ def test_a_source_can_override_lora_settings_and_its_variants_inherit_them():
     assert experiment.lora_for(nli).epochs == 3 and experiment.lora_for(nli).r == 4
     assert experiment.lora_for(balanced) == experiment.lora_for(nli)
     assert experiment.compact_dump()["sources"][1]["lora"] == {"epochs": 3}
+
+
+def test_a_bad_mapping_entry_names_only_what_is_wrong_in_it():
+    with pytest.raises(ConfigError) as error:
+        parse_experiment({**MINIMAL, "sources": [{"task": "nli", "lora": {"epoch": 3}}]})
+    assert str(error.value) == "experiment: sources.0.lora.epoch: unknown key"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal, Optional, TypeVar, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -236,8 +236,15 @@ class Experiment(Strict):
 
 
 def _describe(error: ValidationError) -> str:
+    items = error.errors()
+    # An entry written as a mapping fails both branches of `str | TaskRef`; the TaskRef errors say
+    # what is wrong, "should be a valid string" only that it is not a plain task name.
+    mapping_entries = {item["loc"][: item["loc"].index("TaskRef")] for item in items
+                       if "TaskRef" in item["loc"] and item["loc"][-1] != "TaskRef"}
+    items = [item for item in items
+             if not (item["loc"][-1:] == ("str",) and item["loc"][:-1] in mapping_entries)]
     parts = []
-    for item in error.errors():
+    for item in items:
         location = ".".join(str(part) for part in item["loc"] if not str(part).startswith(("str", "TaskRef")))
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
@@ -246,23 +253,35 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(dict.fromkeys(parts))
 
 
-def parse_experiment(raw: dict, origin: str = "experiment") -> Experiment:
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+def validate_settings(model: type[SettingsT], raw, origin: str) -> SettingsT:
+    """``raw`` (a mapping, as read from YAML) validated as ``model``; bad input → one-line ConfigError."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: expected a mapping of settings at the top level")
     try:
-        return Experiment(**raw)
+        return model(**raw)
     except ValidationError as error:
         raise ConfigError(f"{origin}: {_describe(error)}") from None
 
 
-def load_experiment(path: Union[str, Path]) -> Experiment:
+def read_settings_file(path: Union[str, Path], what: str):
+    """The parsed YAML of a settings file; a missing file or malformed YAML → one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path}")
+        raise ConfigError(f"{what} file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{path}: malformed YAML{where}: {getattr(error, 'problem', error)}") from None
-    return parse_experiment(raw, str(path))
+
+
+def parse_experiment(raw: dict, origin: str = "experiment") -> Experiment:
+    return validate_settings(Experiment, raw, origin)
+
+
+def load_experiment(path: Union[str, Path]) -> Experiment:
+    return parse_experiment(read_settings_file(path, "experiment"), str(path))

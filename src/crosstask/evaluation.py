@@ -155,8 +155,9 @@ def generate_answers(model, tokenizer, spec: TaskSpec, examples: list[Example], 
     prefix = shared_prefix(prompt_ids)
     if len(prefix) < MIN_SHARED_PREFIX:
         prefix = []
-    prefix_cache = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1).past_key_values \
-        if prefix else None
+    prefix_cache = None
+    if prefix:
+        prefix_cache = model(input_ids=torch.tensor([prefix]), use_cache=True, logits_to_keep=1).past_key_values
     results: list[Optional[ItemResult]] = [None] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(prompt_ids[i]))
     for batch in _batches(order, batch_size):

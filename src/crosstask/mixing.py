@@ -40,12 +40,11 @@ from typing import Literal, Optional, Union
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .analysis.base import Figure, Section
 from .analysis.bootstrap import paired_bootstrap
-from .config import ConfigError, EvalSettings, LoraSettings, Strict, TaskRef, _describe
+from .config import EvalSettings, LoraSettings, Strict, TaskRef, read_settings_file, validate_settings
 from .errors import CrosstaskError
 from .evaluation import SCORING_VERSION, evaluate
 from .heads.combination import HeadCombination
@@ -136,22 +135,10 @@ def load_mixing_study(source: Union[str, Path, dict, MixingStudy]) -> MixingStud
     """A study from a YAML path, a dict of settings or a :class:`MixingStudy`; bad input → one-line ConfigError."""
     if isinstance(source, MixingStudy):
         return source
-    origin = "mixing study"
-    if not isinstance(source, dict):
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"mixing study file not found: {path}")
-        try:
-            source = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: malformed YAML: {getattr(error, 'problem', error)}") from None
-        origin = str(path)
-    if not isinstance(source, dict):
-        raise ConfigError(f"{origin}: expected a mapping of settings at the top level")
-    try:
-        study = MixingStudy(**source)
-    except ValidationError as error:
-        raise ConfigError(f"{origin}: {_describe(error)}") from None
+    if isinstance(source, dict):
+        study = validate_settings(MixingStudy, source, "mixing study")
+    else:
+        study = validate_settings(MixingStudy, read_settings_file(source, "mixing study"), str(source))
     for ref in [study.complex, *study.basics]:
         resolve(ref).options(ref.options)  # unknown task or bad options fail here, before any work
     return study
