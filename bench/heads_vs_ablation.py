@@ -30,9 +30,10 @@ from scipy.stats import pearsonr, spearmanr
 
 from crosstask import api
 from crosstask.config import TaskRef
+from crosstask.devices import planned_dtype
 from crosstask.heads import ablation_effects, activation_pattern, find_attention_layout
 from crosstask.heads.patterns import answer_batches, item_losses
-from crosstask.models import choose_dtype, load_model, load_tokenizer, resolve_model
+from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks.data import resolve
 
 MODEL = "smollm2-135m-instruct"
@@ -53,7 +54,7 @@ def main() -> None:
     if args.quick:
         args.items, args.heads, args.repeats = 8, args.heads or 30, 2
 
-    dtype = choose_dtype(args.precision)
+    dtype = planned_dtype(args.precision, "cpu")
     resolved = resolve_model(MODEL)
     model, tokenizer = load_model(resolved, dtype), load_tokenizer(resolved)
     spec = resolve(TaskRef(task=args.task)).spec

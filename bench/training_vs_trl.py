@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
+from crosstask.backends.hf import HFBackend
 from crosstask.config import LoraSettings, TaskRef
-from crosstask.evaluation import score_choice
+from crosstask.evaluation import evaluate
 from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks import build_examples, get_family
 from crosstask.training import tokenize_examples, train_adapter
@@ -82,7 +83,8 @@ def main() -> None:
         rows, _ = tokenize_examples(tokenizer, spec, train, settings.max_length)
         tokens = sum(len(row["input_ids"]) for row in rows) * settings.epochs
         base = load_model(resolved, torch.bfloat16)
-        base_acc = sum(r.correct for r in score_choice(base, tokenizer, spec, evaluated, 32)) / len(evaluated)
+        scored = evaluate(HFBackend.wrap(base, tokenizer, 32), spec, evaluated)[0]
+        base_acc = sum(r.correct for r in scored) / len(evaluated)
         times = {"crosstask": [], "trl": []}
         accuracy = {}
         for _ in range(args.repeats):
@@ -91,7 +93,7 @@ def main() -> None:
                     model, seconds = trainer(resolved, tokenizer, spec, train, settings, 0, Path(scratch))
                 times[tool].append(seconds)
                 if tool not in accuracy:
-                    results = score_choice(model, tokenizer, spec, evaluated, 32)
+                    results = evaluate(HFBackend.wrap(model, tokenizer, 32), spec, evaluated)[0]
                     accuracy[tool] = sum(r.correct for r in results) / len(results)
         ours, theirs = statistics.median(times["crosstask"]), statistics.median(times["trl"])
         print(f"| {task} | {len(train)} | {tokens:.0f} | {ours:.1f} | {theirs:.1f} | {theirs / ours:.2f}× "

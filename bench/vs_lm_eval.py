@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from crosstask import api
+from crosstask.backends.hf import HFBackend
 from crosstask.config import LoraSettings, TaskRef
-from crosstask.evaluation import score_choice
+from crosstask.evaluation import evaluate
 from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks import build_examples, get_family
 from crosstask.training import train_adapter
@@ -74,7 +75,7 @@ def run_crosstask(resolved, adapter_dir, spec, examples, batch_size, dtype) -> t
 
         model = PeftModel.from_pretrained(model, adapter_dir)
         model.eval()
-    results = score_choice(model, tokenizer, spec, examples, batch_size)
+    results = evaluate(HFBackend.wrap(model, tokenizer, batch_size), spec, examples)[0]
     return time.perf_counter() - started, results
 
 

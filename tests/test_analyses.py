@@ -15,7 +15,7 @@ from crosstask.analysis.lengths import LengthShift, interpolation_coefficient
 from crosstask.analysis.suite import analyze_run, register_analysis
 from crosstask.analysis.variants import compare_variants
 from crosstask.cli import main
-from crosstask.tasks.registry import get_family
+from crosstask.tasks.catalog import get_family
 
 
 def test_interpolation_is_zero_at_base_one_at_source_and_half_between():

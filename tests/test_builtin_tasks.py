@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from crosstask.tasks.base import Example, TaskError, extract_final_number
-from crosstask.tasks.registry import get_family, list_families
+from crosstask.tasks.catalog import get_family, list_families
 
 FAMILIES = ("sentiment_binary", "sentiment_3way", "rating_5star", "paraphrase", "nli", "toxicity",
             "arithmetic_large", "word_problems", "code")

@@ -9,8 +9,9 @@ import socket
 import pytest
 import torch
 
+from crosstask.backends.hf import HFBackend
 from crosstask.config import TaskRef
-from crosstask.evaluation import generate_answers
+from crosstask.evaluation import evaluate
 from crosstask.sandbox import OUTPUT_TAIL, run_tests
 from crosstask.tasks import build_examples, get_family
 from crosstask.tasks.base import Example, TaskError, TaskSpec
@@ -234,7 +235,7 @@ def test_checker_registry():
 def test_generate_answers_scores_code_in_the_sandbox(tiny_model, monkeypatch):
     model, tokenizer = tiny_model
     spec, examples = CODE.spec, build_examples(TaskRef(task="code"), "eval", 3, seed=0)
-    garbage = generate_answers(model, tokenizer, spec, examples, batch_size=3)  # an untrained model's text
+    garbage = evaluate(HFBackend.wrap(model, tokenizer, 3), spec, examples)[0]  # an untrained model's text
     assert [r.correct for r in garbage] == [False] * 3
     assert [r.gold for r in garbage] == [e.answer for e in examples]
 
@@ -247,6 +248,6 @@ def test_generate_answers_scores_code_in_the_sandbox(tiny_model, monkeypatch):
         return torch.cat([input_ids, torch.tensor(rows)], dim=1)
 
     monkeypatch.setattr(model, "generate", write_the_reference)
-    results = generate_answers(model, tokenizer, spec, examples, batch_size=2)
+    results = evaluate(HFBackend.wrap(model, tokenizer, 2), spec, examples)[0]
     assert [r.correct for r in results] == [True] * 3
     assert [r.prediction for r in results] == [e.target for e in examples]  # the stored prediction is the code

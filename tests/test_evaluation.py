@@ -2,12 +2,20 @@ import math
 
 import torch
 
-from crosstask import evaluation
-from crosstask.evaluation import evaluate, generate_answers, score_choice, shared_prefix
+from crosstask.backends import hf
+from crosstask.backends.hf import HFBackend, shared_prefix
+from crosstask.evaluation import evaluate
 from crosstask.tasks.base import Example, TaskSpec
 
 SPEC = TaskSpec("toy", "Pick one.", "Answer", "choice", labels=("yes", "no", "not sure at all"))
 EXAMPLES = [Example(f"Question number {i} with {'some ' * i}padding?", "yes", "yes") for i in range(5)]
+
+
+def score_choice(model, tokenizer, spec, examples, batch_size):
+    return evaluate(HFBackend.wrap(model, tokenizer, batch_size), spec, examples)[0]
+
+
+generate_answers = score_choice  # the task's answer type picks scoring or generation
 
 
 def _naive_loglik(model, tokenizer, prompt: str, continuation: str) -> float:
@@ -55,7 +63,7 @@ def test_a_long_shared_prefix_runs_once_and_changes_no_generation(tiny_model, mo
     shots = "".join(f"Example {i}: what comes after {i}? Answer: {i + 1}\n\n" for i in range(6))
     spec = TaskSpec("gen", shots + "Compute.", "Answer", "generate", max_new_tokens=10, stop=("\n",))
     prompt_ids = [tokenizer(spec.prompt(example))["input_ids"] for example in EXAMPLES]
-    assert len(shared_prefix(prompt_ids)) >= evaluation.MIN_SHARED_PREFIX
+    assert len(shared_prefix(prompt_ids)) >= hf.MIN_SHARED_PREFIX
     calls = []
     forward = model.forward
     monkeypatch.setattr(model, "forward", lambda *args, **kwargs: calls.append(kwargs["input_ids"].shape) or
@@ -63,7 +71,7 @@ def test_a_long_shared_prefix_runs_once_and_changes_no_generation(tiny_model, mo
     cached = generate_answers(model, tokenizer, spec, EXAMPLES, batch_size=2)
     assert calls[0][0] == 1 and calls[0][1] == len(shared_prefix(prompt_ids))  # the prefix, once
     assert all(shape[1] < calls[0][1] for shape in calls[1:])  # never again in a batch
-    monkeypatch.setattr(evaluation, "MIN_SHARED_PREFIX", 10**9)
+    monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 10**9)
     plain = [generate_answers(model, tokenizer, spec, [example], batch_size=1)[0] for example in EXAMPLES]
     assert [r.generated for r in cached] == [r.generated for r in plain]
 
@@ -76,7 +84,7 @@ def test_answer_end_pattern_cuts_after_the_marked_answer():
 
 
 def test_evaluate_dispatches_on_answer_type(tiny_model):
-    model, tokenizer = tiny_model
-    assert evaluate(model, tokenizer, SPEC, EXAMPLES[:2], 2)[0].logliks
+    backend = HFBackend.wrap(*tiny_model, batch_size=2)
+    assert evaluate(backend, SPEC, EXAMPLES[:2])[0][0].logliks
     gen = TaskSpec("gen", "Compute.", "Answer", "generate", max_new_tokens=3)
-    assert evaluate(model, tokenizer, gen, EXAMPLES[:2], 2)[0].generated is not None
+    assert evaluate(backend, gen, EXAMPLES[:2])[0][0].generated is not None

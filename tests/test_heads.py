@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
 import numpy as np
@@ -30,6 +29,7 @@ from crosstask.heads import (
 )
 from crosstask.heads.patterns import answer_batches, item_losses
 from crosstask.models import load_model, resolve_model
+from crosstask.store import Store
 from crosstask.tasks.data import resolve
 
 TASK = "sentiment_binary"
@@ -229,8 +229,13 @@ def test_compute_run_patterns_writes_every_cell_once(tiny_run, tmp_path):
 
     again = compute_run_patterns(run_dir, n_items=4, batch_size=4)
     assert not again.computed.any()
-    index = json.loads((run_dir / "heads" / "index.json").read_text())
-    assert len(index) == 16 and {entry["items"] for entry in index.values()} == {4}
+    stored = Store(run_dir / "results.sqlite").patterns()
+    assert len(stored) == 16 and set(stored["items"]) == {4}
+    np.testing.assert_array_equal(Store(run_dir / "results.sqlite").pattern("base", "sentiment_binary"),
+                                  patterns["base"])
+    (run_dir / "heads" / "base__nli.npy").unlink()  # an export is rewritten from the store, not recomputed
+    assert not compute_run_patterns(run_dir, n_items=4, batch_size=4).computed.any()
+    assert (run_dir / "heads" / "base__nli.npy").is_file()
 
     changed = compute_run_patterns(run_dir, models=["base"], tasks=["nli"], n_items=4, mode="signed")
     assert changed.computed.all() and len(changed) == 1

@@ -4,10 +4,11 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from crosstask import api
-from crosstask.evaluation import score_choice
+from crosstask.backends.hf import HFBackend
+from crosstask.devices import planned_dtype
+from crosstask.evaluation import evaluate
 from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks import get_family
 
@@ -41,7 +42,8 @@ def test_embedded_model_end_to_end(tmp_path):
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == resolved.location
     tokenizer = load_tokenizer(resolved)
-    model = PeftModel.from_pretrained(load_model(resolved, torch.bfloat16), adapter_dir)
+    # The run chose its dtype from this CPU (bf16 only where it is fast): rescore in the same one.
+    model = PeftModel.from_pretrained(load_model(resolved, planned_dtype("auto", "cpu")), adapter_dir)
     items = api.load_items(run_dir)
     stored = items[(items.model == "sentiment_binary") & (items.target == "sentiment_binary")]
     from crosstask.config import TaskRef
@@ -49,7 +51,7 @@ def test_embedded_model_end_to_end(tmp_path):
 
     examples = build_examples(TaskRef(task="sentiment_binary"), "eval", 8, seed=0)
     spec = get_family("sentiment_binary").spec
-    rescored = score_choice(model, tokenizer, spec, examples, 8)
+    rescored = evaluate(HFBackend.wrap(model, tokenizer, 8), spec, examples)[0]
     assert [r.prediction for r in rescored] == list(stored["prediction"])
     for result, logliks in zip(rescored, stored["logliks"]):
         for label, value in logliks.items():

@@ -20,6 +20,7 @@ from crosstask.heads.dynamics import examples_seen, pattern_dynamics
 from crosstask.heads.figures import dynamics_figure, dynamics_reading
 from crosstask.mixing import load_mixing_study, run_mixing, warmup_counts
 from crosstask.models import load_model, resolve_model
+from crosstask.store import Store
 from crosstask.tasks.base import TaskError
 from crosstask.tasks.composite import ArithmeticSentimentOptions, make_story
 from crosstask.tasks.data import build_examples, resolve
@@ -91,7 +92,7 @@ def test_dynamics_snapshots_at_the_configured_steps(tiny_model_dir, tmp_path):
     probe = build_examples(TASK, "eval", 4, seed=0)
     lora = LoraSettings(**TINY_LORA)
     result = pattern_dynamics(str(tiny_model_dir), source_spec, source, resolve(TASK).spec, probe, lora, every=2,
-                              precision="fp32", batch_size=4)
+                              dtype="float32", batch_size=4)
     table = result.table
     assert table["step"].tolist() == [0, 2, 4, 5] and table["examples_seen"].tolist() == [0, 8, 16, 20]
     assert result.snapshots.shape == (4, 2, 4)
@@ -148,18 +149,21 @@ def test_mixing_runs_end_to_end_and_resumes(tiny_model_dir, tmp_path):
             assert fit["proportion"].sum() == pytest.approx(1.0)
             np.testing.assert_allclose(fit["proportion"], fit["weight"] / fit["weight"].sum(), rtol=1e-5)
     assert alpha.loc[alpha["used"], "delta_on"].unique().tolist() == ["own"]
-    ledger = json.loads((out / "ledger.json").read_text())
+    store = Store(out / "results.sqlite")
+    adapters = store.adapters().set_index("name")
+    assert json.loads(adapters.loc["alpha_s0_warmup", "metrics"])["examples"] == 8
+    assert set(store.cells()["model"]) == {"base", "plain_s0", "alpha_s0", "uniform_s0"}
+    assert len(store.patterns()) == 4 + 2 * 3 + 1  # base on 4 tasks, each basic adapter on 2, the scarce one on 1
     used = alpha[alpha["used"]].set_index("basic")["proportion"]
-    assert ledger["alpha_s0_warmup"]["examples"] == 8 and ledger["alpha_s0"]["start_from"] == "alpha_s0_warmup"
     assert warmup_counts(used, 8).sum() == 8
     for adapter in ("plain_s0", "alpha_s0", "uniform_s0", "basic_nli"):
         assert (out / "adapters" / adapter / "adapter_model.safetensors").is_file()
     assert outcome.figure.path.is_file() and "α-weighted warm-up reaches" in outcome.reading
     report = (out / "report.html").read_text()
     assert "Pattern-guided data mixing" in report and "data:image/png;base64" in report
-    # A second call finds every piece in the ledger: nothing is trained, measured or evaluated again.
+    # A second call finds every piece in the store: nothing is trained, measured or evaluated again.
     again = run_mixing(_study(tiny_model_dir), out)
-    assert json.loads((out / "summary.json").read_text())["computed"] == {}
+    assert json.loads((out / "summary.json").read_text())["jobs_run"] == 0
     pd.testing.assert_frame_equal(again.table, outcome.table)
 
 

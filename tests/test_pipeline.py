@@ -16,8 +16,8 @@ import yaml
 from crosstask import api
 from crosstask.config import ConfigError, parse_experiment
 from crosstask.errors import CrosstaskError
-from crosstask.jobs import Workspace
-from crosstask.pipeline import pending, plan
+from crosstask.pipeline import plan
+from crosstask.workspace import Workspace
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_run_writes_matrix_traits_and_report_then_resumes_with_no_work(settings,
 
     before = _cells(run_dir)
     experiment = parse_experiment(settings)
-    assert pending(plan(experiment).jobs, Workspace(run_dir)) == []
+    assert Workspace(run_dir).pending(plan(experiment, root=run_dir).jobs) == []
     started = time.perf_counter()
     api.run(settings, out_dir=run_dir, progress=False)
     assert time.perf_counter() - started < 30
@@ -100,10 +100,10 @@ def test_a_changed_setting_reruns_only_the_work_it_affects(settings, tmp_path):
 
 
 def test_interrupted_run_keeps_finished_cells_and_resumes(settings, tmp_path, monkeypatch):
-    import crosstask.jobs as jobs
+    from crosstask.jobs import Worker
 
     run_dir = tmp_path / "run"
-    real = jobs.run_eval_job
+    real = Worker._evaluate
     calls = {"n": 0}
 
     def interrupt_after_three(*args, **kwargs):
@@ -112,12 +112,12 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(settings, tmp_path, mo
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(jobs, "run_eval_job", interrupt_after_three)
+    monkeypatch.setattr(Worker, "_evaluate", interrupt_after_three)
     with pytest.raises(KeyboardInterrupt):
         api.run(settings, out_dir=run_dir, progress=False)
     kept = _cells(run_dir)
     assert len(kept) == 3
-    monkeypatch.setattr(jobs, "run_eval_job", real)
+    monkeypatch.setattr(Worker, "_evaluate", real)
     api.run(settings, out_dir=run_dir, progress=False)
     resumed = _cells(run_dir)
     assert len(resumed) == 12
@@ -197,7 +197,7 @@ def test_report_rebuilds_from_the_store(settings, tmp_path):
 def test_fewshot_targets_show_solved_train_examples_before_each_item(settings):
     settings["targets"] = [{"task": "word_problems", "fewshot": 2}, "sentiment_binary"]
     the_plan = plan(parse_experiment(settings))
-    jobs = {job.target: job for job in the_plan.jobs if getattr(job, "target", None) and job.model_name == "base"}
+    jobs = {target: the_plan.eval_cell("base", target)[0] for target in the_plan.columns}
     prompt = jobs["word_problems"].spec.prompt(jobs["word_problems"].examples[0])
     assert prompt.count("\n#### ") == 2 and prompt.count("\n\n") == 2
     assert prompt.endswith(jobs["word_problems"].examples[0].input + "\nAnswer:")

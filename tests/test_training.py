@@ -2,8 +2,9 @@ import json
 
 import torch
 
+from crosstask.backends.hf import HFBackend
 from crosstask.config import LoraSettings
-from crosstask.evaluation import score_choice
+from crosstask.evaluation import evaluate
 from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks.base import Example, TaskSpec
 from crosstask.training import (
@@ -71,7 +72,7 @@ def test_adapter_learns_and_is_a_standard_peft_folder(tiny_model_dir, tmp_path):
     reloaded = PeftModel.from_pretrained(load_model(resolved, torch.float32), tmp_path)
     reloaded.eval()
     model.eval()
-    ours = score_choice(model, tokenizer, SPEC, EXAMPLES, 8)
-    theirs = score_choice(reloaded, tokenizer, SPEC, EXAMPLES, 8)
+    ours = evaluate(HFBackend.wrap(model, tokenizer, 8), SPEC, EXAMPLES)[0]
+    theirs = evaluate(HFBackend.wrap(reloaded, tokenizer, 8), SPEC, EXAMPLES)[0]
     assert [r.logliks for r in ours] == [r.logliks for r in theirs]
     assert sum(r.correct for r in theirs) > len(EXAMPLES) / 2

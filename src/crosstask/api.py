@@ -14,13 +14,14 @@ from typing import Optional, Union
 import pandas as pd
 
 from . import pipeline
-from .config import Experiment, TaskRef, load_experiment, parse_experiment
+from .config import Experiment, TaskRef, load_experiment, parse_experiment, validate_settings
 from .errors import CrosstaskError
-from .progress import Reporter
+from .progress import Reporter, reporting
 from .store import Store
 from .tasks.base import Example
+from .tasks.catalog import list_families
 from .tasks.data import build_examples, register_definitions, resolve
-from .tasks.registry import TaskFamily, list_families
+from .tasks.registry import TaskFamily
 
 ExperimentLike = Union[str, Path, dict, Experiment]
 
@@ -35,12 +36,35 @@ def experiment(spec: ExperimentLike) -> Experiment:
 
 
 def run(spec: ExperimentLike, out_dir: Optional[Union[str, Path]] = None, progress: bool = True,
-        executor=None) -> Path:
-    """Run or resume an experiment; returns the path of ``report.html``."""
-    parsed = experiment(spec)
+        executor=None, device: Optional[str] = None, backend: Optional[str] = None,
+        address: Optional[str] = None) -> Path:
+    """Run or resume an experiment; returns the path of ``report.html``.
+
+    ``device``, ``backend`` and ``executor`` (a name such as "ray", or an executor object) override the
+    experiment's settings; ``address`` is the Ray cluster to join ("auto", "ray://host:10001").
+    """
+    parsed = with_overrides(experiment(spec), device=device, backend=backend, executor=executor, address=address)
     base_dir = Path(spec).parent if isinstance(spec, (str, Path)) else Path(".")
     out = Path(out_dir) if out_dir is not None else Path("runs") / parsed.name
-    return pipeline.run(parsed, out, base_dir=base_dir, executor=executor, reporter=Reporter(enabled=progress))
+    return pipeline.run(parsed, out, base_dir=base_dir, executor=None if isinstance(executor, (str, type(None)))
+                        else executor, reporter=Reporter(enabled=progress))
+
+
+def with_overrides(settings, device: Optional[str] = None, backend: Optional[str] = None, executor=None,
+                   address: Optional[str] = None):
+    """The experiment (or mixing study) with command-line choices of device, backend and executor applied."""
+    changes: dict = {}
+    if device is not None:
+        changes["device"] = device
+    if backend is not None:
+        changes["backend"] = {"name": backend}
+    if isinstance(executor, str) or address is not None:
+        current = settings.executor.model_dump()
+        changes["executor"] = current | ({"name": executor} if isinstance(executor, str) else {}) \
+            | ({"address": address} if address is not None else {})
+    if not changes:
+        return settings
+    return validate_settings(type(settings), settings.model_dump() | changes, "command line")
 
 
 def report(run_dir: Union[str, Path]) -> Path:
@@ -60,25 +84,32 @@ def analyze(run_dir: Union[str, Path], only: Optional[list[str]] = None, progres
 def heads(run_dir: Union[str, Path], models: Optional[list[str]] = None, tasks: Optional[list[str]] = None,
           n_items: Optional[int] = 32, batch_size: int = 8, mode: str = "abs", normalize: Optional[str] = None,
           complex_task: Optional[str] = None, basics: Optional[list[str]] = None, dynamics: Optional[str] = None,
-          every: int = 5, progress: bool = True):
-    """Head activation patterns of a finished run, into ``RUN_DIR/heads/``.
+          every: int = 5, progress: bool = True, executor=None, device: Optional[str] = None,
+          address: Optional[str] = None):
+    """Head activation patterns of a finished run, kept in its store and exported to ``RUN_DIR/heads/``.
 
     With ``models``/``tasks`` only those patterns are computed and their table (one row per pattern,
     with the .npy path) is returned. Otherwise every model × target is computed, the heads section
     (before/after, concentration, shared heads, and the combination of ``basics`` explaining
     ``complex_task`` if given) is added to the report, and the report's path is returned. ``dynamics``
     names a source whose adapter is retrained with a pattern snapshot every ``every`` steps.
+    ``executor``, ``device`` and ``address`` override the run's settings, as in :func:`run`.
     """
+    from .analysis.base import RunData
     from .analysis.suite import analyze_run
     from .heads.run import compute_run_patterns
 
-    reporter = Reporter(enabled=progress)
-    if models or tasks:
-        return compute_run_patterns(run_dir, models, tasks, n_items, batch_size, mode, normalize, reporter)
-    options = {"n_items": n_items, "batch_size": batch_size, "mode": mode, "normalize": normalize,
-               "complex_task": complex_task, "basics": basics, "dynamics": dynamics, "every": every,
-               "progress": reporter}
-    analyze_run(run_dir, ["heads"], options={"heads": options})
+    run_data = RunData(run_dir, device=device)
+    chosen = executor if executor is not None and not isinstance(executor, str) else \
+        pipeline.make_executor(with_overrides(run_data.experiment, executor=executor, address=address))
+    with reporting(progress) as reporter:
+        if models or tasks:
+            return compute_run_patterns(run_data, models, tasks, n_items, batch_size, mode, normalize, reporter,
+                                        chosen)
+        options = {"n_items": n_items, "batch_size": batch_size, "mode": mode, "normalize": normalize,
+                   "complex_task": complex_task, "basics": basics, "dynamics": dynamics, "every": every,
+                   "progress": reporter, "executor": chosen}
+        analyze_run(run_data, ["heads"], options={"heads": options})
     return pipeline.report(Path(run_dir))
 
 
@@ -112,17 +143,20 @@ def _source_ref(source: Union[str, dict, TaskRef], experiment: Experiment) -> Ta
     return ref
 
 
-def mix(study: Union[str, Path, dict], out_dir: Optional[Union[str, Path]] = None, progress: bool = True):
+def mix(study: Union[str, Path, dict], out_dir: Optional[Union[str, Path]] = None, progress: bool = True,
+        executor=None, device: Optional[str] = None, address: Optional[str] = None):
     """Run (or resume) a pattern-guided mixing study (:mod:`crosstask.mixing`); returns a ``MixingOutcome``.
 
     ``study`` is a YAML path or a dict of settings; ``out_dir`` defaults to ``runs/<name>``. Writes
-    mixing.csv, alpha.csv, mixing.png, summary.json and the adapters there.
+    mixing.csv, alpha.csv, mixing.png, summary.json, the adapters and ``results.sqlite`` there.
+    ``executor``, ``device`` and ``address`` override the study's settings, as in :func:`run`.
     """
     from .mixing import load_mixing_study, run_mixing
 
-    parsed = load_mixing_study(study)
+    parsed = with_overrides(load_mixing_study(study), device=device, executor=executor, address=address)
     out = Path(out_dir) if out_dir is not None else Path("runs") / parsed.name
-    return run_mixing(parsed, out, progress=progress)
+    return run_mixing(parsed, out, progress=progress,
+                      executor=None if isinstance(executor, (str, type(None))) else executor)
 
 
 def tasks() -> list[TaskFamily]:

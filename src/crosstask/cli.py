@@ -13,7 +13,8 @@ from .errors import CrosstaskError
 def _run(args) -> None:
     from . import api
 
-    report = api.run(args.experiment, out_dir=args.out, progress=not args.quiet)
+    report = api.run(args.experiment, out_dir=args.out, progress=not args.quiet, executor=args.executor,
+                     device=args.device, backend=args.backend, address=args.address)
     print(f"report: {report}")
 
 
@@ -35,7 +36,7 @@ def _heads(args) -> None:
     result = api.heads(args.run_dir, models=args.model, tasks=args.task, n_items=args.items or None,
                        batch_size=args.batch_size, mode=args.mode, normalize=args.normalize,
                        complex_task=args.complex, basics=args.basics, dynamics=args.dynamics, every=args.every,
-                       progress=not args.quiet)
+                       progress=not args.quiet, executor=args.executor, device=args.device, address=args.address)
     if isinstance(result, Path):
         print(f"report: {result}")
     else:
@@ -56,7 +57,8 @@ def _predict(args) -> None:
 def _mix(args) -> None:
     from . import api
 
-    outcome = api.mix(args.experiment, out_dir=args.out, progress=not args.quiet)
+    outcome = api.mix(args.experiment, out_dir=args.out, progress=not args.quiet, executor=args.executor,
+                      device=args.device, address=args.address)
     overall = outcome.table[outcome.table["seed"] == "all"]
     print(overall.to_string(index=False, float_format=lambda value: f"{value:.3f}"))
     print(outcome.reading)
@@ -80,6 +82,14 @@ def _tasks(args) -> None:
         print()
 
 
+def _where_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--executor", choices=["local", "ray"],
+                         help="where jobs run (default: the YAML's, else local)")
+    command.add_argument("--address", help="Ray cluster to join: auto or ray://host:10001 "
+                                              "(default: start a local instance)")
+    command.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: the YAML's, else auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crosstask", description=__doc__.split(":")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment", help="experiment YAML file")
     run.add_argument("--out", default=None, help="run directory (default: runs/<name>); an existing one is resumed")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--backend", help="model backend for evaluation: hf or vllm (default: the YAML's, else hf)")
+    _where_options(run)
     run.set_defaults(handler=_run)
 
     report = commands.add_parser("report", help="rebuild matrix.csv, traits.json and report.html from a run's store")
@@ -120,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="retrain this source's adapter with a pattern snapshot on its own task every --every steps")
     heads.add_argument("--every", type=int, default=5, help="optimizer steps between dynamics snapshots (default 5)")
     heads.add_argument("--quiet", action="store_true", help="no progress bars")
+    _where_options(heads)
     heads.set_defaults(handler=_heads)
 
     predict = commands.add_parser("predict", help="rank a run's targets for a source that was never trained, "
@@ -134,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     mix.add_argument("experiment", help="mixing study YAML file (see experiments/paper2_mixing.yaml)")
     mix.add_argument("--out", default=None, help="output directory (default: runs/<name>); an existing one is resumed")
     mix.add_argument("--quiet", action="store_true", help="no progress bars")
+    _where_options(mix)
     mix.set_defaults(handler=_mix)
 
     tasks = commands.add_parser("tasks", help="list the registered tasks with one rendered example each")

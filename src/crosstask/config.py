@@ -8,6 +8,7 @@ from typing import Any, Literal, Optional, TypeVar, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .devices import DEVICE_PATTERN
 from .errors import CrosstaskError
 
 
@@ -171,6 +172,38 @@ class EvalSettings(Strict):
     bootstrap_resamples: int = Field(1000, ge=100)
 
 
+class BackendSettings(Strict):
+    """Which model backend evaluates (``crosstask.backends``): ``hf`` (default) or ``vllm``, with its options."""
+
+    name: str = "hf"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ResourceRequest(Strict):
+    """What one job asks of a Ray cluster (ignored by the local executor)."""
+
+    num_cpus: float = Field(1, ge=0)
+    num_gpus: float = Field(0, ge=0)
+    custom: dict[str, float] = Field(default_factory=dict)  # Ray custom resources, e.g. {a100: 1}
+
+
+class Resources(Strict):
+    train: ResourceRequest = Field(default_factory=ResourceRequest)  # each training job (a Ray task)
+    eval: ResourceRequest = Field(default_factory=ResourceRequest)  # each evaluation worker (a Ray actor)
+
+
+class ExecutorSettings(Strict):
+    """Where jobs run: ``local`` (this process) or ``ray`` (a local instance or a cluster)."""
+
+    name: Literal["local", "ray"] = "local"
+    address: Optional[str] = None  # ray: "auto" or "ray://host:10001"; none starts a local instance
+    max_retries: int = Field(3, ge=0)  # a training task whose worker dies is run again this often
+    max_restarts: int = Field(3, ge=0)  # an evaluation worker whose process dies is restarted this often
+    eval_workers: Optional[int] = Field(None, ge=1)  # default: as many as the resources allow, at most one per job
+    # False when workers do not see the driver's run directory: adapters then travel as bytes through Ray.
+    shared_storage: bool = True
+
+
 class AnalysisSettings(Strict):
     n_components: Optional[int] = Field(None, ge=1)
     input: Literal["delta", "raw", "standardized"] = "delta"
@@ -185,10 +218,19 @@ class Experiment(Strict):
     eval_examples: int = Field(100, ge=1)
     seed: int = 0
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    device: str = Field("auto", pattern=DEVICE_PATTERN)  # auto | cpu | cuda | cuda:N
+    backend: BackendSettings = Field(default_factory=BackendSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    resources: Resources = Field(default_factory=Resources)
     lora: LoraSettings = Field(default_factory=LoraSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     tasks: list[TaskDefinition] = Field(default_factory=list)
+
+    @field_validator("backend", "executor", mode="before")
+    @classmethod
+    def _name_alone(cls, value):
+        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("sources", "targets")
     @classmethod
@@ -232,6 +274,12 @@ class Experiment(Strict):
         for key, refs in (("sources", self.sources), ("targets", self.targets)):
             settings[key] = [ref.model_dump(mode="json", exclude_defaults=True) for ref in refs]
             settings[key] = [entry["task"] if list(entry) == ["task"] else entry for entry in settings[key]]
+        for key in ("backend", "executor", "resources"):  # where and how it runs: only what differs from the default
+            changed = getattr(self, key).model_dump(mode="json", exclude_defaults=True)
+            if not changed:
+                settings.pop(key)
+            else:
+                settings[key] = changed["name"] if list(changed) == ["name"] else changed
         return settings
 
 

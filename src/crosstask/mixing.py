@@ -21,19 +21,16 @@ each task's training data: the complex task has nothing else (its eval items mus
 every task is treated alike.
 
 α comes from the first seed's adapters; every seed then draws its own scarce set and warm-up data
-and trains its own adapters. Each piece (adapter, pattern, evaluation) is stored under a content key
-in ``OUT/ledger.json``, so a rerun skips finished pieces and redoes only what a change affects.
+and trains its own adapters. Every piece is a job (training, continued training from the warm-up
+adapter, head pattern, evaluation) run by the study's executor and committed to ``OUT/results.sqlite``
+under its content key, so a rerun skips finished pieces and redoes only what a change affects.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, Union
@@ -42,21 +39,30 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator, model_validator
 
-from .analysis.base import Figure, Section
 from .analysis.bootstrap import paired_bootstrap
-from .config import EvalSettings, LoraSettings, Strict, TaskRef, read_settings_file, validate_settings
+from .config import (
+    EvalSettings,
+    ExecutorSettings,
+    LoraSettings,
+    Resources,
+    Strict,
+    TaskRef,
+    read_settings_file,
+    validate_settings,
+)
+from .devices import DEVICE_PATTERN
 from .errors import CrosstaskError
-from .evaluation import SCORING_VERSION, evaluate
+from .files import write_atomically
 from .heads.combination import HeadCombination
-from .heads.patterns import activation_pattern, save_pattern, write_atomically
-from .models import choose_dtype, load_model, load_tokenizer, resolve_model
-from .progress import Reporter
+from .jobs import BackendSpec, Cell, EvalJob, ModelSpec, PatternJob, TrainJob
+from .keys import BASE
+from .models import resolve_model
+from .progress import Reporter, reporting
+from .sections import Figure, Section
 from .tasks.base import Example, TaskSpec
-from .tasks.data import build_examples, examples_digest, resolve
-from .training import TRAINING_VERSION, count_steps, new_adapter, train_adapter
+from .tasks.data import build_examples, resolve
+from .workspace import Workspace
 
-# Part of every piece's content key: bump it when a change here would change stored results.
-MIXING_VERSION = 1
 METHODS = ("base", "plain", "alpha", "uniform")  # base: no training at all, for scale
 MIXING_COLUMNS = ["method", "seed", "accuracy", "n_items", "difference", "low", "high"]
 
@@ -76,6 +82,9 @@ class MixingStudy(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     base_model: str = "smollm2-135m-instruct"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    resources: Resources = Field(default_factory=Resources)
     complex: TaskRef
     basics: list[TaskRef] = Field(min_length=1)
     scarce_examples: int = Field(32, ge=1)
@@ -88,6 +97,11 @@ class MixingStudy(Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     heads: HeadsSettings = Field(default_factory=HeadsSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    @field_validator("executor", mode="before")
+    @classmethod
+    def _executor_name(cls, value):
+        return {"name": value} if isinstance(value, str) else value
 
     @field_validator("complex", mode="before")
     @classmethod
@@ -176,56 +190,47 @@ def warmup_counts(proportions: pd.Series, total: int) -> pd.Series:
 
 
 def run_mixing(study: Union[str, Path, dict, MixingStudy], out_dir: Union[str, Path],
-               progress: Union[bool, Reporter] = False) -> MixingOutcome:
-    """Run (or resume) a mixing study into ``out_dir``; writes mixing.csv, alpha.csv, mixing.png, summary.json."""
+               progress: Union[bool, Reporter] = False, executor=None) -> MixingOutcome:
+    """Run (or resume) a mixing study into ``out_dir``; writes mixing.csv, alpha.csv, mixing.png, summary.json.
+
+    Every adapter, pattern and evaluated item goes to ``out_dir/results.sqlite`` through the same jobs
+    and executors as an experiment (``executor`` default: the study's own ``executor:`` setting).
+    """
+    from .pipeline import check_local_device, make_executor
+
     study = load_mixing_study(study)
-    reporter = progress if isinstance(progress, Reporter) else Reporter(enabled=bool(progress))
     started = time.perf_counter()
-    with reporter if not isinstance(progress, Reporter) else nullcontext():
-        runner = _Runner(study, Path(out_dir), reporter)
+    runner = _Runner(study, Path(out_dir))  # builds every dataset before anything is written
+    executor = executor or make_executor(study)
+    check_local_device(study, executor)
+    with reporting(progress) as reporter:
+        runner.open()
+        jobs_run = runner.workspace.run_jobs(runner.alpha_jobs(), executor, reporter)
         alpha = runner.fit_alpha()
-        accuracy = runner.compare(alpha)
-    return runner.finish(alpha, accuracy, time.perf_counter() - started)
-
-
-class _Ledger:
-    """Finished pieces by name: their content key and results, in one JSON file rewritten atomically."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.entries = json.loads(path.read_text())
-        except (OSError, ValueError):
-            self.entries = {}
-
-    def get(self, name: str, key: str) -> Optional[dict]:
-        entry = self.entries.get(name)
-        return entry if entry and entry.get("key") == key else None
-
-    def put(self, name: str, key: str, **values) -> None:
-        self.entries[name] = {"key": key, **values}
-        write_atomically(self.path, lambda stream: json.dump(self.entries, stream, indent=1))
+        jobs_run += runner.workspace.run_jobs(runner.comparison_jobs(alpha), executor, reporter)
+    return runner.finish(alpha, runner.accuracy(), time.perf_counter() - started, jobs_run)
 
 
 class _Runner:
-    """Builds the data, then trains, measures and evaluates each piece unless the ledger has it."""
+    """The study as jobs: adapters, patterns and evaluations named by role, keyed by content."""
 
-    def __init__(self, study: MixingStudy, out: Path, reporter: Reporter):
-        from .pipeline import content_key
+    def __init__(self, study: MixingStudy, out: Path):
+        from .backends import check_backend
+        from .devices import planned_dtype
+        from .pipeline import model_key
 
-        self.study, self.out, self.reporter, self.key = study, out, reporter, content_key
-        self.resolved = resolve_model(study.base_model)
-        self.dtype = choose_dtype(study.precision)
-        self.model_key = content_key(MIXING_VERSION, self.resolved.key, str(self.dtype))
-        self._build_data()  # before anything is written: bad data leaves no output directory behind
-        (out / "adapters").mkdir(parents=True, exist_ok=True)
-        for leftover in (out / "adapters").glob(".scratch-*"):  # from a run killed mid-training
-            shutil.rmtree(leftover, ignore_errors=True)
-        self.ledger = _Ledger(out / "ledger.json")
-        self.tokenizer = load_tokenizer(self.resolved)
-        self._base = None
-        self._held: Optional[tuple[str, object, bool]] = None  # (adapter, PeftModel, trainable) kept in memory
-        self.timings: dict[str, float] = {}
+        self.study, self.out = study, out
+        resolved = resolve_model(study.base_model)
+        self.base = ModelSpec(resolved, planned_dtype(study.precision, study.device), study.device)
+        self.base_key = model_key(resolved, self.base.dtype)
+        self.backend_version = check_backend("hf", {})
+        self._build_data()
+        self.adapter_keys: dict[str, str] = {}
+
+    def open(self) -> None:
+        self.workspace = Workspace(self.out)
+        self.workspace.clear_scratch()
+        self.workspace.store.start_run(self.study.model_dump_json(), self.base.model.name, self.base.model.key)
 
     # --- data -------------------------------------------------------------------------------------
     def _build_data(self) -> None:
@@ -252,120 +257,82 @@ class _Runner:
         random.Random(f"warmup|{method}|{seed}").shuffle(items)
         return items
 
-    # --- models -----------------------------------------------------------------------------------
-    def adapter_dir(self, name: str) -> Path:
-        return self.out / "adapters" / name.replace(os.sep, "_")
+    # --- jobs -------------------------------------------------------------------------------------
+    def _train(self, name: str, spec: TaskSpec, examples: list[Example], settings: LoraSettings, seed: int,
+               start_from: Optional[str] = None) -> TrainJob:
+        from .pipeline import train_key
 
-    def base(self):
-        """The base model, loaded once and never wrapped in an adapter."""
-        if self._base is None:
-            self._base = load_model(self.resolved, self.dtype)
-        return self._base
+        parent = self._ref(start_from) if start_from else None
+        key = train_key(self.base_key, spec, examples, settings, seed, parent.key if parent else None)
+        self.adapter_keys[name] = key
+        return TrainJob(name, key, spec.name, spec, tuple(examples), self.base, settings, seed, parent)
 
-    def adapter_model(self, name: str, trainable: bool = False):
-        """Base + a trained adapter: the one just trained if it is still in memory, else loaded from disk."""
-        if self._held and self._held[0] == name and (self._held[2] or not trainable):
-            model = self._held[1]
-        else:
-            from peft import PeftModel
+    def _ref(self, name: str):
+        return self.workspace.adapter_ref(name, self.adapter_keys[name])
 
-            model = PeftModel.from_pretrained(load_model(self.resolved, self.dtype), str(self.adapter_dir(name)),
-                                              is_trainable=trainable)
-            self._held = (name, model, trainable)
-        if not trainable:
-            model.eval()
-        return model
+    def _pattern(self, model: str, task: str) -> PatternJob:
+        from .heads.run import pattern_key
 
-    def train(self, name: str, spec: TaskSpec, examples: list[Example], settings: LoraSettings, seed: int,
-              start_from: Optional[str] = None) -> str:
-        """Train adapter ``name`` (continuing adapter ``start_from`` if given) unless done; returns its key."""
-        parent = self.ledger.entries[start_from]["key"] if start_from else None
-        key = self.key("train", TRAINING_VERSION, self.model_key, parent, examples_digest(spec, examples),
-                       settings.model_dump(), seed)
-        final = self.adapter_dir(name)
-        if self.ledger.get(name, key) and (final / "adapter_model.safetensors").is_file():
-            return key
-        # A PeftModel either way, so the model in memory after training is the trained adapter.
-        model = (self.adapter_model(start_from, trainable=True) if start_from
-                 else new_adapter(load_model(self.resolved, self.dtype), settings, seed))
-        scratch = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".scratch-{final.name}-"))
-        with self.reporter.bar(f"  train {name} (steps)", count_steps(len(examples), settings)) as advance:
-            done = {"step": 0}
+        heads, probe, spec = self.study.heads, tuple(self.probes[task]), self.specs[task]
+        adapter = None if model == BASE else self._ref(model)
+        key = pattern_key(self.base_key, self.base.dtype, adapter.key if adapter else None, spec, probe, heads.mode,
+                          heads.normalize)
+        return PatternJob(model, task, key, spec, probe, self.base, adapter, heads.mode, heads.normalize,
+                          heads.batch_size)
 
-            def on_step(step: int) -> None:
-                advance(step - done["step"])
-                done["step"] = step
+    def _evaluation(self, models: list[str]) -> EvalJob:
+        from .pipeline import eval_key
 
-            metrics = train_adapter(model, self.tokenizer, spec, examples, settings, seed, scratch, on_step)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(scratch, final)
-        self._held = (name, model, True)
-        self.ledger.put(name, key, examples=len(examples), seconds=round(metrics["seconds"], 2),
-                        train_loss=metrics["train_loss"], start_from=start_from)
-        self.timings[f"train {name}"] = metrics["seconds"]
-        return key
-
-    # --- measurements -----------------------------------------------------------------------------
-    def _model(self, name: str):
-        return self.base() if name == "base" else self.adapter_model(name)
-
-    def _adapter_key(self, name: str) -> str:
-        return "base" if name == "base" else self.ledger.entries[name]["key"]
-
-    def pattern(self, model_name: str, task: str) -> np.ndarray:
-        heads, probe, spec = self.study.heads, self.probes[task], self.specs[task]
-        key = self.key("pattern", self.model_key, self._adapter_key(model_name), examples_digest(spec, probe),
-                       heads.mode, heads.normalize)
-        piece, npy = f"pattern {model_name} on {task}", self.out / "heads" / f"{model_name}__{task}.npy"
-        if self.ledger.get(piece, key) and npy.is_file():
-            return np.load(npy)
-        started = time.perf_counter()
-        pattern = activation_pattern(self._model(model_name), self.tokenizer, spec, probe, heads.batch_size,
-                                     heads.mode, heads.normalize)
-        save_pattern(pattern, self.out, model_name, task)
-        self.ledger.put(piece, key, seconds=round(time.perf_counter() - started, 2))
-        self.timings[piece] = time.perf_counter() - started
-        return pattern
-
-    def correct(self, model_name: str) -> list[bool]:
-        """Per-item correctness of a model on the complex task's held-out items."""
         spec = self.specs[self.complex_label]
-        key = self.key("eval", SCORING_VERSION, self.model_key, self._adapter_key(model_name),
-                       examples_digest(spec, self.eval_items))
-        piece = f"eval {model_name}"
-        entry = self.ledger.get(piece, key)
-        if entry:
-            return entry["correct"]
-        started = time.perf_counter()
-        with self.reporter.bar(f"  evaluate {model_name} (items)", len(self.eval_items)) as advance:
-            results = evaluate(self._model(model_name), self.tokenizer, spec, self.eval_items,
-                               self.study.eval.batch_size, advance)
-        correct = [bool(result.correct) for result in results]
-        self.ledger.put(piece, key, correct=correct, seconds=round(time.perf_counter() - started, 2))
-        self.timings[piece] = time.perf_counter() - started
-        return correct
+        cells = []
+        for model in models:
+            adapter = None if model == BASE else self._ref(model)
+            cells.append(Cell(model, eval_key(self.base_key, self.backend_version, adapter.key if adapter else None,
+                                              spec, self.eval_items), adapter))
+        return EvalJob(self.complex_label, spec.name, spec, tuple(self.eval_items), tuple(cells), self.base,
+                       BackendSpec("hf", {}, self.study.eval.batch_size))
 
-    # --- the study --------------------------------------------------------------------------------
-    def fit_alpha(self) -> pd.DataFrame:
-        """Adapters and patterns of the first seed, and the NNLS fit for both places of measuring ΔA."""
+    def alpha_jobs(self) -> list:
+        """The first seed's basic and scarce adapters, and the patterns α is fitted on."""
         study, first, complex_label = self.study, self.study.seeds[0], self.complex_label
-        basics = [ref.label for ref in study.basics]
-        after: dict[str, dict[str, np.ndarray]] = {}  # basic task -> probe task -> pattern of its adapter
-        with self.reporter.stage("α: basic and scarce adapters, head patterns", len(basics) + 1) as advance:
-            for ref in study.basics:
-                self.train(f"basic_{ref.label}", self.specs[ref.label], self.basic_train[ref.label], study.lora,
-                           first)
-                after[ref.label] = {task: self.pattern(f"basic_{ref.label}", task)
-                                    for task in (ref.label, complex_label)}
-                advance(1)
-            self.train(f"plain_s{first}", self.specs[complex_label], self.scarce[first], study.scarce_lora, first)
-            complex_delta = self.pattern(f"plain_s{first}", complex_label) - self.pattern("base", complex_label)
-            advance(1)
-        base = {task: self.pattern("base", task) for task in [complex_label, *basics]}
+        jobs = [self._train(f"basic_{ref.label}", self.specs[ref.label], self.basic_train[ref.label], study.lora,
+                            first) for ref in study.basics]
+        jobs.append(self._train(f"plain_s{first}", self.specs[complex_label], self.scarce[first], study.scarce_lora,
+                                first))
+        jobs += [self._pattern(BASE, task) for task in [complex_label, *self.basic_train]]
+        for ref in study.basics:
+            jobs += [self._pattern(f"basic_{ref.label}", task) for task in (ref.label, complex_label)]
+        jobs.append(self._pattern(f"plain_s{first}", complex_label))
+        return jobs
+
+    def comparison_jobs(self, alpha: pd.DataFrame) -> list:
+        """Per seed: plain scarce SFT, α and uniform warm-ups continued on the scarce data, and their evaluation."""
+        study, spec = self.study, self.specs[self.complex_label]
+        used = alpha[alpha["used"]].set_index("basic")["proportion"]
+        mixtures = {"alpha": used, "uniform": pd.Series(1 / len(used), index=used.index)}
+        jobs, evaluated = [], [BASE]
+        for seed in study.seeds:
+            jobs.append(self._train(f"plain_s{seed}", spec, self.scarce[seed], study.scarce_lora, seed))
+            for method, proportions in mixtures.items():
+                warmup = self.warmup_items(warmup_counts(proportions, study.warmup_examples), seed, method)
+                jobs.append(self._train(f"{method}_s{seed}_warmup", MIXED, warmup, study.lora, seed))
+                jobs.append(self._train(f"{method}_s{seed}", spec, self.scarce[seed], study.scarce_lora, seed,
+                                        start_from=f"{method}_s{seed}_warmup"))
+            evaluated += [f"{method}_s{seed}" for method in ("plain", *mixtures)]
+        jobs += [self._evaluation([model]) for model in evaluated]
+        return jobs
+
+    # --- results ----------------------------------------------------------------------------------
+    def fit_alpha(self) -> pd.DataFrame:
+        """The NNLS fit of the complex task's pattern change on the basic tasks', for both places of measuring ΔA."""
+        study, first, complex_label = self.study, self.study.seeds[0], self.complex_label
+        store, basics = self.workspace.store, [ref.label for ref in study.basics]
+        complex_delta = store.pattern(f"plain_s{first}", complex_label) - store.pattern(BASE, complex_label)
         rows = []
         for delta_on in ("own", "complex"):
             probe_of = {basic: basic if delta_on == "own" else complex_label for basic in basics}
-            deltas = {basic: after[basic][probe_of[basic]] - base[probe_of[basic]] for basic in basics}
+            deltas = {basic: store.pattern(f"basic_{basic}", probe_of[basic]) - store.pattern(BASE, probe_of[basic])
+                      for basic in basics}
             fitted = HeadCombination(non_negative=True).fit(complex_delta, deltas)
             try:
                 proportions = fitted.mixture_proportions()
@@ -376,47 +343,33 @@ class _Runner:
                              "proportion": proportions[basic], "r2": fitted.r2_,
                              "used": delta_on == study.heads.delta_on})
         alpha = pd.DataFrame(rows)
-        used = alpha[alpha["used"]]
-        if used["proportion"].isna().any():
+        if alpha.loc[alpha["used"], "proportion"].isna().any():
             raise CrosstaskError(f"no basic task's pattern change (measured on {study.heads.delta_on!r} items) "
                                  f"has a positive weight in {complex_label}'s change: α-guided mixing is undefined")
-        alpha.to_csv(self.out / "alpha.csv", index=False, float_format="%.6g")
+        write_atomically(self.out / "alpha.csv", alpha.to_csv(index=False, float_format="%.6g"))
         return alpha
 
-    def compare(self, alpha: pd.DataFrame) -> pd.DataFrame:
-        """Plain SFT, α warm-up + SFT and uniform warm-up + SFT for every seed; per-item correctness."""
-        study, complex_label = self.study, self.complex_label
-        used = alpha[alpha["used"]].set_index("basic")["proportion"]
-        mixtures = {"alpha": used, "uniform": pd.Series(1 / len(used), index=used.index)}
-        spec = self.specs[complex_label]
-        rows = [{"method": "base", "seed": seed, "item": i, "correct": c}
-                for seed in study.seeds for i, c in enumerate(self.correct("base"))]
-        with self.reporter.stage("warm-up and scarce fine-tuning per seed", len(study.seeds)) as advance:
-            for seed in study.seeds:
-                self.train(f"plain_s{seed}", spec, self.scarce[seed], study.scarce_lora, seed)
-                outcomes = {"plain": self.correct(f"plain_s{seed}")}
-                for method, proportions in mixtures.items():
-                    warmup = self.warmup_items(warmup_counts(proportions, study.warmup_examples), seed, method)
-                    self.train(f"{method}_s{seed}_warmup", MIXED, warmup, study.lora, seed)
-                    self.train(f"{method}_s{seed}", spec, self.scarce[seed], study.scarce_lora, seed,
-                               start_from=f"{method}_s{seed}_warmup")
-                    outcomes[method] = self.correct(f"{method}_s{seed}")
-                rows += [{"method": method, "seed": seed, "item": i, "correct": c}
-                         for method, correct in outcomes.items() for i, c in enumerate(correct)]
-                advance(1)
+    def accuracy(self) -> pd.DataFrame:
+        """Per-item correctness of every method and seed on the complex task's held-out items (from the store)."""
+        items = self.workspace.store.items(targets=[self.complex_label])
+        rows = []
+        for seed in self.study.seeds:
+            for method in METHODS:
+                model = BASE if method == "base" else f"{method}_s{seed}"
+                correct = items.loc[items["model"] == model].sort_values("item")["correct"].astype(bool)
+                rows += [{"method": method, "seed": seed, "item": i, "correct": c} for i, c in enumerate(correct)]
         return pd.DataFrame(rows)
 
-    def finish(self, alpha: pd.DataFrame, accuracy: pd.DataFrame, seconds: float) -> MixingOutcome:
+    def finish(self, alpha: pd.DataFrame, accuracy: pd.DataFrame, seconds: float, jobs_run: int) -> MixingOutcome:
         from .heads.figures import mixing_figure, mixing_reading
 
         table = mixing_table(accuracy, self.study.eval.bootstrap_resamples, self.study.seeds[0])
-        table.to_csv(self.out / "mixing.csv", index=False, float_format="%.4f")
+        write_atomically(self.out / "mixing.csv", table.to_csv(index=False, float_format="%.4f"))
         figure = mixing_figure(table, alpha, self.out / "mixing.png", self.complex_label)
         reading = mixing_reading(table, alpha, self.complex_label)
         summary = {"study": self.study.model_dump(mode="json", exclude_none=True), "reading": reading,
-                   "seconds": round(seconds, 1), "computed": {name: round(value, 2)
-                                                             for name, value in self.timings.items()}}
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
+                   "seconds": round(seconds, 1), "jobs_run": jobs_run}
+        write_atomically(self.out / "summary.json", json.dumps(summary, indent=2))
         self._report(reading, figure)
         return MixingOutcome(self.out, table, alpha, reading, figure, seconds)
 

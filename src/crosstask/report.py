@@ -16,8 +16,8 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from matplotlib.figure import Figure as MplFigure
 
-from .analysis.base import Figure, Section
 from .analysis.traits import BASE, LatentTraits
+from .sections import Figure, Section
 
 DIVERGING = "vlag"
 SEQUENTIAL = "crest"

@@ -21,12 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from .config import LoraSettings
-from .evaluation import encode_continuation, encode_prompt
 from .tasks.base import Example, TaskSpec
+from .tokenization import encode_continuation, encode_prompt
 
 IGNORE_INDEX = -100
-# Part of every adapter's content key: bump it when a change to training would change the weights.
-TRAINING_VERSION = 2
 # The Trainer itself calls this deprecated transformers property; the warning is not the user's to act on.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
@@ -45,15 +43,17 @@ def tokenize_examples(tokenizer, spec: TaskSpec, examples: list[Example], max_le
     return rows, truncated
 
 
-def pad_batch(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+def pad_batch(rows: list[dict], pad_id: int, device=None) -> dict[str, torch.Tensor]:
+    """Right-padded ids, labels and mask on ``device`` (default the CPU, where the Trainer's collator
+    builds batches before moving them to the model's device)."""
     width = max(len(row["input_ids"]) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long, device=device)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long, device=device)
+    mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
     for index, row in enumerate(rows):
         length = len(row["input_ids"])
-        ids[index, :length] = torch.tensor(row["input_ids"])
-        labels[index, :length] = torch.tensor(row["labels"])
+        ids[index, :length] = torch.tensor(row["input_ids"], device=device)
+        labels[index, :length] = torch.tensor(row["labels"], device=device)
         mask[index, :length] = 1
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
@@ -150,7 +150,7 @@ def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], set
         # adapters in fp32) ran 251 tokens/s here, against 212 for fp32 weights under bf16 autocast.
         bf16=False, seed=seed, data_seed=seed, save_strategy="no", report_to=[], disable_tqdm=True,
         logging_steps=max(1, steps // 20), train_sampling_strategy="group_by_length", remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0,
+        use_cpu=peft_model.device.type == "cpu", dataloader_num_workers=0,
     )
 
     class AnswerOnlyTrainer(Trainer):

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .base import Figure, RunData, Section, diverging_heatmap
+from ..sections import Figure, Section
+from .base import RunData, diverging_heatmap
 
 
 class TransferAsymmetry:

@@ -1,4 +1,4 @@
-"""What every analysis of a finished run reads (:class:`RunData`) and hands to the report (:class:`Section`).
+"""What every analysis of a finished run reads (:class:`RunData`) and hands to the report (a Section).
 
 An analysis module has two layers, like scikit-learn estimators wrapped by a script:
 
@@ -11,9 +11,6 @@ An analysis module has two layers, like scikit-learn estimators wrapped by a scr
 
 from __future__ import annotations
 
-import base64
-import json
-from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -25,60 +22,28 @@ from ..tasks.base import Example, TaskSpec
 from ..tasks.data import resolve
 
 
-@dataclass(frozen=True)
-class Figure:
-    title: str
-    caption: str
-    path: Path
-
-    @property
-    def data_uri(self) -> str:
-        """The PNG inlined, so the HTML report opens with nothing beside it."""
-        return "data:image/png;base64," + base64.b64encode(self.path.read_bytes()).decode("ascii")
-
-
-@dataclass
-class Section:
-    name: str  # the key of ``crosstask analyze --only`` and of the report anchor
-    title: str
-    reading: str  # one plain-language sentence computed from this run
-    tables: list[Path] = field(default_factory=list)
-    figures: list[Figure] = field(default_factory=list)
-    skipped: str = ""  # why the analysis has nothing to say for this run (e.g. no generate targets)
-
-    def to_dict(self) -> dict:
-        return {
-            "name": self.name, "title": self.title, "reading": self.reading, "skipped": self.skipped,
-            "tables": [path.name for path in self.tables],
-            "figures": [{"title": f.title, "caption": f.caption, "path": f.path.name} for f in self.figures],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict, folder: Path) -> Section:
-        return cls(
-            name=data["name"], title=data["title"], reading=data["reading"], skipped=data.get("skipped", ""),
-            tables=[folder / name for name in data["tables"]],
-            figures=[Figure(f["title"], f["caption"], folder / f["path"]) for f in data["figures"]],
-        )
-
-
 class RunData:
     """A finished run directory, loaded lazily: settings, matrix, items, and the exact examples used."""
 
-    def __init__(self, root: str | Path):
-        from ..store import Store
+    def __init__(self, root: str | Path, device: str | None = None):
+        from ..pipeline import open_store
 
         self.root = Path(root)
-        if not (self.root / "results.sqlite").is_file():
-            raise CrosstaskError(f"{self.root} is not a crosstask run directory (no results.sqlite)")
-        self.store = Store(self.root / "results.sqlite")
+        self.store = open_store(self.root)
+        self.device = device  # where models of later work (head patterns) run; default: the run's setting
+
+    @classmethod
+    def of(cls, run: RunData | str | Path) -> RunData:
+        return run if isinstance(run, RunData) else cls(run)
 
     @cached_property
     def experiment(self) -> Experiment:
-        latest = self.store.latest_run()
-        if latest is None:
-            raise CrosstaskError(f"{self.root}: the store holds no run yet")
-        return parse_experiment(json.loads(latest["experiment"]), str(self.root))
+        from ..pipeline import stored_experiment
+
+        experiment = stored_experiment(self.root)
+        if self.device is None:
+            return experiment
+        return parse_experiment(experiment.model_dump() | {"device": self.device}, "--device")
 
     @property
     def sources(self) -> list[str]:
@@ -99,9 +64,7 @@ class RunData:
     @cached_property
     def matrix(self) -> pd.DataFrame:
         """Scores in [0, 1]: rows ``base`` then the adapters, columns the targets."""
-        from ..pipeline import matrix_from_store
-
-        return matrix_from_store(self.store, self.models, self.targets).astype(float)
+        return self.store.matrix(self.models, self.targets).astype(float)
 
     @property
     def delta(self) -> pd.DataFrame:
@@ -114,10 +77,11 @@ class RunData:
         return self.store.items(models=self.models, targets=self.targets, parse_logliks=True)
 
     @cached_property
-    def _plan(self):
+    def plan(self):
+        """The run's jobs, rebuilt from its settings (the exact examples, specs and content keys)."""
         from ..pipeline import plan
 
-        return plan(self.experiment)
+        return plan(self.experiment, root=self.root)
 
     def _ref(self, label: str, refs: list[TaskRef]) -> TaskRef:
         for ref in refs:
@@ -138,35 +102,31 @@ class RunData:
 
     def train_examples(self, source: str) -> list[Example]:
         """The exact training examples of a source adapter (rebuilt deterministically from the settings)."""
-        from ..jobs import TrainJob
-
-        for job in self._plan.jobs:
-            if isinstance(job, TrainJob) and job.adapter == source:
-                return list(job.examples)
-        raise CrosstaskError(f"{self.root}: no source named {source!r} in this run")
+        if source not in self.sources:
+            raise CrosstaskError(f"{self.root}: no source named {source!r} in this run")
+        return list(self.plan.train_job(source).examples)
 
     def eval_examples(self, target: str) -> list[Example]:
         return list(self._eval_job(target).examples)
 
     def _eval_job(self, target: str):
-        from ..jobs import EvalJob
-
-        for job in self._plan.jobs:
-            if isinstance(job, EvalJob) and job.target == target:
-                return job
-        raise CrosstaskError(f"{self.root}: no target named {target!r} in this run")
+        if target not in self.targets:
+            raise CrosstaskError(f"{self.root}: no target named {target!r} in this run")
+        return self.plan.eval_cell("base", target)[0]
 
     @cached_property
     def tokenizer(self):
         from ..models import load_tokenizer
 
-        return load_tokenizer(self._plan.model)
+        return load_tokenizer(self.plan.model)
 
     def token_lengths(self, texts: list[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
     def adapter_dir(self, source: str) -> Path:
-        return self.root / "adapters" / source
+        from ..workspace import adapter_folder
+
+        return adapter_folder(self.root, source)
 
 
 def diverging_heatmap(path: Path, values: pd.DataFrame, *, title: str, xlabel: str, ylabel: str, colorbar: str,

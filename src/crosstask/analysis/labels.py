@@ -22,8 +22,9 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from scipy.spatial.distance import jensenshannon
 
+from ..sections import Figure, Section
 from ..tasks.base import TaskSpec
-from .base import Figure, RunData, Section, diverging_heatmap, with_leading
+from .base import RunData, diverging_heatmap, with_leading
 
 DPI = 150
 

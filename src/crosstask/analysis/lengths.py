@@ -21,7 +21,8 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from scipy.stats import spearmanr, wasserstein_distance
 
-from .base import Figure, RunData, Section, with_leading
+from ..sections import Figure, Section
+from .base import RunData, with_leading
 
 QUANTILES = np.linspace(0.02, 0.98, 49)
 DPI = 150

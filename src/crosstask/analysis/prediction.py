@@ -29,8 +29,9 @@ from sklearn.linear_model import RidgeCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ..sections import Figure, Section
 from ..tasks.base import Example, TaskSpec
-from .base import Figure, RunData, Section
+from .base import RunData
 from .features import dataset_embedding, dependency_profile, sample_texts, style_features
 
 DPI = 150

@@ -36,7 +36,8 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Rectangle
 from scipy.stats import rankdata
 
-from .base import Figure, RunData, Section
+from ..sections import Figure, Section
+from .base import RunData
 from .features import embed_texts, sample_texts, style_features
 
 KINDS = ("style", "semantic")

@@ -10,9 +10,7 @@ report shows them only while those keys still match (a rerun with changed settin
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +19,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import CrosstaskError
-from .base import RunData, Section
+from ..sections import Section, cells_key, read_sections, write_sections
+from .base import RunData
 
 Analysis = Callable[[RunData, Path], Section]
 
@@ -39,7 +38,6 @@ _REGISTRY: dict[str, Union[str, Analysis]] = {
 # Run by `crosstask analyze` without --only; head patterns cost a backward pass per batch of every
 # model x target, so they run from `crosstask heads` (or --only heads) instead.
 OPT_IN = {"heads"}
-SECTIONS_FILE = "sections.json"
 
 
 def register_analysis(name: str, analysis: Analysis) -> None:
@@ -59,15 +57,7 @@ def _load(name: str) -> Analysis:
     return getattr(importlib.import_module(module), function)
 
 
-def cells_key(store, models: list[str], targets: list[str]) -> str:
-    """A digest of the content keys of every cell the analyses read."""
-    cells = store.cells()
-    cells = cells[cells["model"].isin(models) & cells["target"].isin(targets)]
-    keys = sorted(f"{row.model}/{row.target}/{row.key}" for row in cells.itertuples())
-    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:20]
-
-
-def analyze_run(run_dir: Union[str, Path], only: Optional[list[str]] = None,
+def analyze_run(run_dir: Union[str, Path, RunData], only: Optional[list[str]] = None,
                 on_start: Callable[[str], None] = lambda name: None,
                 options: Optional[dict[str, dict]] = None) -> list[Section]:
     """Run the analyses named in ``only`` (default: all but the opt-in ones) and return every recorded section.
@@ -78,11 +68,11 @@ def analyze_run(run_dir: Union[str, Path], only: Optional[list[str]] = None,
     unknown = [name for name in names if name not in _REGISTRY]
     if unknown:
         raise CrosstaskError(f"unknown analysis {unknown[0]!r}; known: {', '.join(_REGISTRY)}")
-    run = RunData(run_dir)
+    run = RunData.of(run_dir)
     _ = run.matrix  # fail early, before any analysis, when the run is unfinished
     out_dir = run.root / "analysis"
     out_dir.mkdir(exist_ok=True)
-    key = cells_key(run.store, run.models, run.targets)
+    key = cells_key(run.store.cells(), run.models, run.targets)
     recorded = read_sections(run.root, key)
     for name in names:
         on_start(name)
@@ -96,7 +86,7 @@ def analyze_run(run_dir: Union[str, Path], only: Optional[list[str]] = None,
             raise CrosstaskError(f"analysis {name!r} failed: {type(error).__name__}: {error}") from error
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        _write_sections(out_dir, key, recorded)
+        write_sections(out_dir, key, recorded)
     return [recorded[name] for name in _REGISTRY if name in recorded]
 
 
@@ -104,21 +94,3 @@ def _move_into(section: Section, scratch: Path, out_dir: Path) -> Section:
     for produced in scratch.iterdir():
         os.replace(produced, out_dir / produced.name)
     return Section.from_dict(section.to_dict(), out_dir)
-
-
-def _write_sections(out_dir: Path, key: str, sections: dict[str, Section]) -> None:
-    payload = {"cells_key": key, "sections": [section.to_dict() for section in sections.values()]}
-    partial = out_dir / f".{SECTIONS_FILE}.partial"
-    partial.write_text(json.dumps(payload, indent=2))
-    os.replace(partial, out_dir / SECTIONS_FILE)
-
-
-def read_sections(root: Path, key: str) -> dict[str, Section]:
-    """The recorded sections of a run whose cells still have content digest ``key`` (else none: they are stale)."""
-    path = Path(root) / "analysis" / SECTIONS_FILE
-    if not path.is_file():
-        return {}
-    payload = json.loads(path.read_text())
-    if payload.get("cells_key") != key:
-        return {}
-    return {entry["name"]: Section.from_dict(entry, path.parent) for entry in payload["sections"]}

@@ -25,7 +25,8 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 from scipy.stats import binom
 
-from .base import Figure, RunData, Section
+from ..sections import Figure, Section
+from .base import RunData
 from .features import dependency_labels
 
 DPI = 150

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
 
 BASE = "base"
 INPUTS = ("delta", "raw", "standardized")
@@ -46,6 +45,8 @@ class LatentTraits:
                 f"n_components must be between 1 and {limit} for {n_adapters} adapters "
                 f"and {n_tasks} tasks, got {k}"
             )
+
+        from sklearn.decomposition import PCA  # imported here: it takes ~2 s, and the CLI imports this module
 
         pca = PCA(n_components=k, random_state=self.random_state).fit(values)
         # Orient each component so its largest-|loading| task is positive: PCA signs are arbitrary

@@ -14,7 +14,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
-from .base import Figure, RunData, Section
+from ..sections import Figure, Section
+from .base import RunData
 from .bootstrap import paired_bootstrap
 
 DPI = 150

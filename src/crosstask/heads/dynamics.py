@@ -25,12 +25,13 @@ import pandas as pd
 import torch
 from transformers import TrainerCallback
 
-from ..config import LoraSettings, TaskRef
-from ..models import ResolvedModel, choose_dtype, load_model, load_tokenizer, resolve_model
+from ..config import LoraSettings
+from ..devices import resolve_device
+from ..files import write_atomically
+from ..models import ResolvedModel, load_model, load_tokenizer, resolve_model
 from ..tasks.base import Example, TaskSpec
-from ..tasks.data import build_examples, resolve
 from ..training import train_adapter
-from .patterns import Mode, Normalize, activation_pattern, answer_batches, frozen, item_losses, write_atomically
+from .patterns import Mode, Normalize, activation_pattern, answer_batches, frozen, item_losses, model_device
 
 TABLE_COLUMNS = ["step", "examples_seen", "probe_loss", "mse_to_final", "corr_to_final", "mse_to_base",
                  "corr_to_base"]
@@ -81,7 +82,7 @@ def probe_loss(model, tokenizer, spec: TaskSpec, examples: list[Example], batch_
     """Mean per-item answer loss (the loss the patterns differentiate), without gradients."""
     with frozen(model), torch.no_grad():
         total = sum(float(item_losses(model, batch).sum())
-                    for batch in answer_batches(tokenizer, spec, examples, batch_size))
+                    for batch in answer_batches(tokenizer, spec, examples, batch_size, model_device(model)))
     return total / len(examples)
 
 
@@ -124,26 +125,27 @@ class PatternDynamics:
         heads_dir.mkdir(parents=True, exist_ok=True)
         stem = f"dynamics_{source}__{task}".replace("/", "_")
         csv_path, npy_path = heads_dir / f"{stem}.csv", heads_dir / f"{stem}.npy"
-        write_atomically(csv_path, lambda stream: self.table.to_csv(stream, index=False, float_format="%.6g"))
-        write_atomically(npy_path, lambda stream: np.save(stream, self.snapshots), binary=True)
+        write_atomically(csv_path, self.table.to_csv(index=False, float_format="%.6g"))
+        write_atomically(npy_path, lambda stream: np.save(stream, self.snapshots))
         return csv_path, npy_path
 
 
 def pattern_dynamics(model: Union[str, ResolvedModel], source_spec: TaskSpec, source_examples: list[Example],
                      probe_spec: TaskSpec, probe_examples: list[Example], lora: LoraSettings, every: int = 10,
-                     seed: int = 0, precision: str = "auto", batch_size: int = 8, mode: Mode = "abs",
-                     normalize: Normalize = None, adapter_dir: Optional[Union[str, Path]] = None,
+                     seed: int = 0, dtype: str = "float32", device: str = "auto", batch_size: int = 8,
+                     mode: Mode = "abs", normalize: Normalize = None, adapter_dir: Optional[Union[str, Path]] = None,
                      on_snapshot: Optional[Callable[[int], None]] = None) -> PatternDynamics:
     """Train a LoRA adapter on ``source_examples`` and track the probe set's pattern along the way.
 
     ``model`` is a model name as in an experiment (alias, folder or hub id) or a resolved one; it is
-    loaded fresh in ``precision``. Snapshots come at step 0 (base), every ``every`` optimizer steps
-    and at the final step, so ``corr_to_final`` is 1 on the last row. The adapter is saved to
+    loaded fresh in ``dtype`` ("float32" or "bfloat16") on ``device`` (a device setting). Snapshots come
+    at step 0 (base), every ``every`` optimizer steps and at the final step, so ``corr_to_final`` is 1
+    on the last row. The adapter is saved to
     ``adapter_dir`` (PEFT format) when given, else discarded.
     """
     resolved = resolve_model(model) if isinstance(model, str) else model
     tokenizer = load_tokenizer(resolved)
-    base = load_model(resolved, choose_dtype(precision))
+    base = load_model(resolved, dtype, resolve_device(device))
     snapshots = PatternSnapshots(tokenizer, probe_spec, probe_examples, every, batch_size, mode, normalize,
                                  on_snapshot)
     with tempfile.TemporaryDirectory(prefix="crosstask-dynamics-") as scratch:
@@ -155,26 +157,3 @@ def pattern_dynamics(model: Union[str, ResolvedModel], source_spec: TaskSpec, so
     stacked = np.stack(snapshots.patterns)
     return PatternDynamics(dynamics_table(snapshots.steps, stacked, seen, snapshots.losses), stacked, metrics,
                            float(sum(snapshots.seconds)))
-
-
-def dynamics_from_refs(model: Union[str, ResolvedModel], source: Union[str, TaskRef], probe: Union[str, TaskRef],
-                       train_examples: int = 200, probe_examples: int = 16, lora: Optional[LoraSettings] = None,
-                       every: int = 10, seed: int = 0, out_dir: Optional[Union[str, Path]] = None,
-                       **settings) -> PatternDynamics:
-    """:func:`pattern_dynamics` from task names or refs: training items from the source's train split,
-    probe items from the probe task's eval split (so never a training item), both seeded by ``seed``.
-
-    With ``out_dir``, the table and snapshots are saved to ``out_dir/heads/dynamics_<source>__<probe>.*``.
-    ``settings`` go to :func:`pattern_dynamics` (precision, batch_size, mode, normalize, on_snapshot, ...).
-    """
-    source_ref = TaskRef(task=source) if isinstance(source, str) else source
-    probe_ref = TaskRef(task=probe) if isinstance(probe, str) else probe
-    lora = lora or LoraSettings()
-    probe_items = build_examples(probe_ref, "eval", probe_examples, seed)
-    held_out = frozenset(e.input for e in probe_items) if probe_ref.task == source_ref.task else frozenset()
-    train_items = build_examples(source_ref, "train", source_ref.examples or train_examples, seed, held_out)
-    result = pattern_dynamics(model, resolve(source_ref).spec, train_items, resolve(probe_ref).spec, probe_items,
-                              lora, every, seed, **settings)
-    if out_dir is not None:
-        result.save(out_dir, source_ref.label, probe_ref.label)
-    return result

@@ -14,7 +14,7 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
-from ..analysis.base import Figure
+from ..sections import Figure
 
 DPI = 150
 CLOSE_TO_FINAL = 0.9  # "the pattern has settled" once it correlates this well with its final state

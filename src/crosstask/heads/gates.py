@@ -65,6 +65,10 @@ def find_attention_layout(model: nn.Module) -> AttentionLayout:
     return AttentionLayout(o_projs, num_heads, head_dim)
 
 
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
+
+
 class HeadGates:
     """Gates ``values[l, h]`` (initialised to 1) on every attention head while the ``with`` block runs.
 
@@ -81,7 +85,9 @@ class HeadGates:
 
     def __init__(self, model: nn.Module, requires_grad: bool = True):
         self.layout = find_attention_layout(model)
-        self.values: torch.Tensor = nn.Parameter(torch.ones(self.layout.shape), requires_grad=requires_grad)
+        self.device = _device_of(self.layout.o_projs[0])  # the gates live where the heads they gate do
+        self.values: torch.Tensor = nn.Parameter(torch.ones(self.layout.shape, device=self.device),
+                                                 requires_grad=requires_grad)
         self._handles: list = []
 
     @property
@@ -90,7 +96,7 @@ class HeadGates:
 
     def per_item(self, batch_size: int) -> torch.Tensor:
         """Replace the gates by ones of shape ``(batch_size, L, H)`` that require grad; returns them."""
-        self.values = torch.ones((batch_size, *self.layout.shape), requires_grad=True)
+        self.values = torch.ones((batch_size, *self.layout.shape), device=self.device, requires_grad=True)
         return self.values
 
     def reset(self) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +25,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from ..files import write_atomically
 from ..tasks.base import Example, TaskSpec
 from ..training import answer_token_logits, pad_batch, tokenize_examples
 from .gates import HeadGates
@@ -35,12 +35,16 @@ Normalize = Optional[Literal["layer"]]
 Progress = Callable[[int], None]  # called with the number of items just finished
 
 
-def answer_batches(tokenizer, spec: TaskSpec, examples: list[Example], batch_size: int) -> list[dict]:
-    """Right-padded batches with answer-only labels, items grouped by length to keep padding small."""
+def answer_batches(tokenizer, spec: TaskSpec, examples: list[Example], batch_size: int, device=None) -> list[dict]:
+    """Right-padded batches on ``device`` with answer-only labels, items grouped by length to keep padding small."""
     rows, _ = tokenize_examples(tokenizer, spec, examples, max_length=sys.maxsize)
     order = sorted(range(len(rows)), key=lambda index: len(rows[index]["input_ids"]))
-    return [pad_batch([rows[index] for index in order[start : start + batch_size]], tokenizer.pad_token_id)
+    return [pad_batch([rows[index] for index in order[start : start + batch_size]], tokenizer.pad_token_id, device)
             for start in range(0, len(order), batch_size)]
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
 
 
 def item_losses(model, batch: dict) -> torch.Tensor:
@@ -51,7 +55,8 @@ def item_losses(model, batch: dict) -> torch.Tensor:
     counts = torch.bincount(rows, minlength=len(batch["labels"]))
     if (counts == 0).any():
         raise ValueError("an item has no answer tokens to score")
-    return torch.zeros(len(counts), dtype=token_losses.dtype).index_add_(0, rows, token_losses) / counts
+    totals = torch.zeros(len(counts), dtype=token_losses.dtype, device=token_losses.device)
+    return totals.index_add_(0, rows, token_losses) / counts
 
 
 @contextmanager
@@ -99,14 +104,14 @@ def activation_pattern(model, tokenizer, spec: TaskSpec, examples: list[Example]
         raise ValueError(f"normalize must be None or 'layer', got {normalize!r}")
     if not examples:
         raise ValueError("activation_pattern needs at least one example")
-    batches = answer_batches(tokenizer, spec, examples, batch_size)
+    batches = answer_batches(tokenizer, spec, examples, batch_size, model_device(model))
     with frozen(model), HeadGates(model) as gates, torch.enable_grad():
-        total = torch.zeros(gates.shape, dtype=torch.float64)
+        total = torch.zeros(gates.shape, dtype=torch.float64)  # on the CPU: float64 is not on every device
         for batch in batches:
             per_item_gates = gates.per_item(len(batch["labels"]))
             loss = item_losses(model, batch).sum()
             (gradient,) = torch.autograd.grad(loss, per_item_gates)
-            contributions = (per_item_gates * gradient).detach().double()
+            contributions = (per_item_gates * gradient).detach().cpu().double()
             total += (contributions.abs() if mode == "abs" else contributions).sum(dim=0)
             if progress:
                 progress(len(batch["labels"]))
@@ -127,7 +132,7 @@ def ablation_effects(model, tokenizer, spec: TaskSpec, examples: list[Example], 
     restricts the measurement to some ``(layer, head)`` pairs; the others are NaN. ``progress`` is
     called with 1 after each head.
     """
-    batches = answer_batches(tokenizer, spec, examples, batch_size)
+    batches = answer_batches(tokenizer, spec, examples, batch_size, model_device(model))
     with frozen(model), HeadGates(model, requires_grad=False) as gates:
         effects = np.full(gates.shape, np.nan)
         measured = [(layer, head) for layer in range(gates.shape[0]) for head in range(gates.shape[1])]
@@ -158,23 +163,11 @@ def save_pattern(pattern: np.ndarray, folder: str | Path, model_name: str, task:
     npy_path, csv_path = heads_dir / f"{stem}.npy", heads_dir / f"{stem}.csv"
     layers, heads = np.indices(pattern.shape)
     table = pd.DataFrame({"layer": layers.ravel(), "head": heads.ravel(), "score": pattern.ravel()})
-    write_atomically(npy_path, lambda handle: np.save(handle, pattern), binary=True)
-    write_atomically(csv_path, lambda handle: table.to_csv(handle, index=False))
+    write_atomically(npy_path, lambda handle: np.save(handle, pattern))
+    write_atomically(csv_path, table.to_csv(index=False))
     return npy_path, csv_path
 
 
 def load_pattern(folder: str | Path, model_name: str, task: str) -> np.ndarray:
     """The pattern :func:`save_pattern` wrote for this model and task."""
     return np.load(Path(folder) / "heads" / f"{pattern_stem(model_name, task)}.npy")
-
-
-def write_atomically(path: Path, write: Callable, binary: bool = False) -> None:
-    """Write to a temporary file beside ``path`` and rename it: readers never see half a file."""
-    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb" if binary else "w") as stream:
-            write(stream)
-        os.replace(scratch, path)
-    except BaseException:
-        os.unlink(scratch)
-        raise

@@ -16,29 +16,35 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from scipy.cluster.hierarchy import leaves_list, linkage
 
-from ..analysis.base import Figure, RunData, Section
+from ..analysis.base import RunData
 from ..errors import CrosstaskError
+from ..jobs import DynamicsJob
+from ..keys import BASE, HEADS_VERSION, content_key
+from ..progress import reporting
+from ..sections import Figure, Section
+from ..tasks.data import examples_digest
+from ..workspace import Workspace
 from .combination import HeadCombination
 from .compare import PatternShift, pattern_correlation
-from .dynamics import dynamics_from_refs
 from .figures import dynamics_figure, dynamics_reading
-from .patterns import Mode, Normalize, load_pattern
+from .patterns import Mode, Normalize
 from .run import compute_run_patterns
 
 DPI = 150
 TOP_K = 10
+DYNAMICS_PROBE_ITEMS = 16
 
 
 def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size: int = 8, mode: Mode = "abs",
             normalize: Normalize = None, complex_task: Optional[str] = None, basics: Optional[list[str]] = None,
-            dynamics: Optional[str] = None, every: int = 5, progress=False) -> Section:
-    """The heads section; ``dynamics`` (a source of the run) also retrains that adapter from scratch with a
-    pattern snapshot on its own task every ``every`` steps. Earlier dynamics in ``heads/`` are shown too."""
+            dynamics: Optional[str] = None, every: int = 5, progress=False, executor=None) -> Section:
+    """The heads section; ``dynamics`` (a source of the run) also retrains that adapter as the run trained it,
+    with a pattern snapshot on its own task every ``every`` steps. Earlier dynamics in the store are shown too."""
     if dynamics:
-        _record_dynamics(run, dynamics, every, mode, normalize, batch_size)
-    compute_run_patterns(run.root, n_items=n_items, batch_size=batch_size, mode=mode, normalize=normalize,
-                         progress=progress)
-    patterns = {(model, task): load_pattern(run.root, model, task) for model in run.models for task in run.targets}
+        _record_dynamics(run, dynamics, every, mode, normalize, batch_size, progress, executor)
+    compute_run_patterns(run, n_items=n_items, batch_size=batch_size, mode=mode, normalize=normalize,
+                         progress=progress, executor=executor)
+    patterns = {(model, task): run.store.pattern(model, task) for model in run.models for task in run.targets}
     shifts = {(adapter, task): PatternShift(TOP_K).fit(patterns[("base", task)], patterns[(adapter, task)])
               for adapter in run.sources for task in run.targets}
 
@@ -76,10 +82,9 @@ def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size
         tables["heads_combination.csv"] = combination
         figures.append(_combination_figure(out_dir / "heads_combination.png", combination, complex_task))
     readings = []
-    for csv_path in sorted((run.root / "heads").glob("dynamics_*__*.csv")):
-        source, task = csv_path.stem.removeprefix("dynamics_").split("__")
-        curve = pd.read_csv(csv_path)
-        figures.append(dynamics_figure(curve, out_dir / f"heads_{csv_path.stem}.png", source, task))
+    for source, task, curve, _ in run.store.dynamics():
+        stem = f"dynamics_{source}__{task}".replace("/", "_")
+        figures.append(dynamics_figure(curve, out_dir / f"heads_{stem}.png", source, task))
         readings.append(dynamics_reading(curve, source, task))
     paths = []
     for name, table in tables.items():
@@ -91,18 +96,25 @@ def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size
                    tables=paths, figures=figures)
 
 
-def _record_dynamics(run: RunData, source: str, every: int, mode: Mode, normalize: Normalize, batch_size: int) -> None:
-    """Retrain ``source``'s adapter as in the run, snapshotting its pattern on its own task (16 probe items)."""
+def _record_dynamics(run: RunData, source: str, every: int, mode: Mode, normalize: Normalize, batch_size: int,
+                     progress, executor) -> None:
+    """Retrain ``source``'s adapter exactly as the run did, snapshotting its pattern on its own task
+    (the first 16 eval items) every ``every`` steps; the curve and snapshots go to the store."""
+    from ..pipeline import make_executor
+
     if source not in run.sources:
         raise CrosstaskError(f"--dynamics {source!r} is not a source of this run; sources: {', '.join(run.sources)}")
     if every < 1:
         raise CrosstaskError(f"--every must be at least 1, got {every}")
-    experiment = run.experiment
-    source_ref = next(ref for ref in experiment.source_refs if ref.label == source)
-    probe_ref = next(ref for ref in experiment.target_refs if ref.label == _own_task(run, source))
-    dynamics_from_refs(run._plan.model, source_ref, probe_ref, train_examples=experiment.train_examples,
-                       lora=experiment.lora_for(source_ref), every=every, seed=experiment.seed, out_dir=run.root,
-                       precision=experiment.precision, batch_size=batch_size, mode=mode, normalize=normalize)
+    train = run.plan.train_job(source)
+    probe_task = _own_task(run, source)
+    probe_job, _ = run.plan.eval_cell(BASE, probe_task)
+    probe = probe_job.examples[:DYNAMICS_PROBE_ITEMS]
+    key = content_key("dynamics", HEADS_VERSION, train.key, examples_digest(probe_job.spec, probe), every, mode,
+                      normalize)
+    job = DynamicsJob(train, probe_task, probe_job.spec, probe, key, every, mode, normalize, batch_size)
+    with reporting(progress) as reporter:
+        Workspace(run.root).run_jobs([job], executor or make_executor(run.experiment), reporter)
 
 
 def _own_task(run: RunData, adapter: str) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import CrosstaskError
+from ..requests import cut_at_stops
 
 AnswerType = Literal["choice", "generate"]
 TARGET_DELIMITER = " "
@@ -117,11 +118,7 @@ class TaskSpec:
 
     def cut(self, generated: str) -> str:
         """The answer part of a generation: up to the first stop string or the end of the answer."""
-        ends = [generated.find(stop) for stop in self.stop if stop in generated]
-        match = re.search(self.answer_end, generated) if self.answer_end else None
-        if match:
-            ends.append(match.end())
-        return generated[: min(ends)] if ends else generated
+        return cut_at_stops(generated, self.stop, self.answer_end)
 
     def validate(self, examples: list[Example], where: str) -> None:
         if not examples:

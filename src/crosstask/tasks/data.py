@@ -16,8 +16,9 @@ from typing import Union
 
 from ..config import DataSource, TaskDefinition, TaskRef
 from .base import Example, TaskError, TaskSpec
+from .catalog import get_family
 from .loaders import read_records, records_to_examples
-from .registry import TaskFamily, get_family, register_family
+from .registry import TaskFamily, register_family
 
 _MAX_TRIES_PER_EXAMPLE = 50
 

@@ -1,5 +1,6 @@
 """String-keyed registry of task families, so users add tasks without touching core code.
 
+Lookups go through :mod:`crosstask.tasks.catalog`, which registers the built-in families first.
 A *family* couples a :class:`TaskSpec` with a way to make examples:
 
 * built-in generators (deterministic for a seed), registered with :func:`register_generator`;
@@ -84,18 +85,6 @@ def register_generator(spec: TaskSpec, options_model: type[BaseModel] = NoOption
     return decorate
 
 
-def get_family(name: str) -> TaskFamily:
-    _load_builtins()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_REGISTRY))}") from None
-
-
-def list_families() -> list[TaskFamily]:
-    _load_builtins()
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
-
-
-def _load_builtins() -> None:
-    from . import builtin  # noqa: F401  (registers the built-in generators on import)
+def registered() -> dict[str, TaskFamily]:
+    """The families registered so far, by name (:mod:`crosstask.tasks.catalog` adds the built-in ones)."""
+    return _REGISTRY

@@ -1,0 +1,48 @@
+"""Writing a run directory's files so that a reader, or a kill, never sees half of one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Union
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"  # PEFT's weights file: an adapter folder is complete with it
+
+Content = Union[str, bytes, Callable[[IO], None]]
+
+
+def write_atomically(path: Union[str, Path], content: Content) -> Path:
+    """Write ``content`` (text, bytes, or a function that writes to a binary stream) to a temporary
+    file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, scratch = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            if isinstance(content, str):
+                stream.write(content.encode())
+            elif isinstance(content, bytes):
+                stream.write(content)
+            else:
+                content(stream)
+        os.replace(scratch, path)
+    except BaseException:
+        os.unlink(scratch)
+        raise
+    return path
+
+
+def replace_folder(finished: Path, final: Path) -> None:
+    """Swap a finished folder into place of ``final`` (which may exist): readers see the old or the new one."""
+    retired = final.with_name(f".retired-{final.name}-{os.getpid()}")
+    if final.exists():
+        os.replace(final, retired)
+    os.replace(finished, final)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def adapter_files_present(folder: Union[str, Path]) -> bool:
+    return (Path(folder) / ADAPTER_WEIGHTS).is_file()

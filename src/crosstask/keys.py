@@ -1,0 +1,22 @@
+"""What identifies a stored result: the base model's row name and the content keys of all work.
+
+Every adapter, cell and head pattern in a run's store carries the content key of the work that made
+it: a hash of the model, the exact data and the settings, and the version of the code that computes
+it. A second run skips work whose key is already stored; a changed setting re-runs only the work
+whose key it changes. Bump a version when a change to that code would change what it stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+BASE = "base"  # the base model's row in every matrix; never an adapter name
+
+SCORING_VERSION = 2  # choice scoring and greedy generation (crosstask.evaluation and the backends)
+TRAINING_VERSION = 2  # LoRA training (crosstask.training)
+HEADS_VERSION = 1  # activation patterns (crosstask.heads.patterns)
+
+
+def content_key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]

@@ -1,0 +1,27 @@
+"""Every task crosstask knows: the built-in families, registered when this module is imported, and the user's.
+
+The built-in modules register themselves through :mod:`.registry`; looking a task up here guarantees
+they have been imported, without the registry itself depending on them.
+"""
+
+from __future__ import annotations
+
+from . import (
+    builtin,  # noqa: F401  (registers the built-in generators)
+    code,  # noqa: F401  (registers the code family, its extractor and its checker)
+    composite,  # noqa: F401  (registers arithmetic_sentiment, a complex task built on two basic ones)
+)
+from .base import TaskError
+from .registry import TaskFamily, registered
+
+
+def get_family(name: str) -> TaskFamily:
+    try:
+        return registered()[name]
+    except KeyError:
+        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(sorted(registered()))}") from None
+
+
+def list_families() -> list[TaskFamily]:
+    families = registered()
+    return [families[name] for name in sorted(families)]
