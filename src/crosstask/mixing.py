@@ -196,13 +196,13 @@ def run_mixing(study: Union[str, Path, dict, MixingStudy], out_dir: Union[str, P
     Every adapter, pattern and evaluated item goes to ``out_dir/results.sqlite`` through the same jobs
     and executors as an experiment (``executor`` default: the study's own ``executor:`` setting).
     """
-    from .pipeline import check_local_device, make_executor
+    from .pipeline import check_where, make_executor
 
     study = load_mixing_study(study)
     started = time.perf_counter()
     runner = _Runner(study, Path(out_dir))  # builds every dataset before anything is written
     executor = executor or make_executor(study)
-    check_local_device(study, executor)
+    check_where(study, executor)
     with reporting(progress) as reporter:
         runner.open()
         jobs_run = runner.workspace.run_jobs(runner.alpha_jobs(), executor, reporter)

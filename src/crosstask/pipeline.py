@@ -149,14 +149,15 @@ def make_executor(experiment: Experiment):
     return executor_class(experiment.executor.name).from_settings(experiment.executor, experiment.resources)
 
 
-def check_local_device(experiment: Experiment, executor) -> None:
-    """With the local executor the device is this process's: a setting it cannot honour fails here,
-    before anything is written (a cluster's workers check their own)."""
+def check_where(experiment, executor) -> None:
+    """Fail in one line, before anything is written, when the jobs could not run: a device this process
+    cannot honour (local executor; a cluster's workers check their own) or resources no node has."""
     from .devices import resolve_device
     from .executors.local import LocalExecutor
 
     if isinstance(executor, LocalExecutor):
         resolve_device(experiment.device)
+    executor.check()
 
 
 def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), executor=None,
@@ -165,7 +166,7 @@ def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), execu
     reporter = reporter or Reporter(enabled=False)
     the_plan = plan(experiment, base_dir, out_dir)
     executor = executor or make_executor(experiment)
-    check_local_device(experiment, executor)
+    check_where(experiment, executor)
     workspace = Workspace(out_dir)
     workspace.clear_scratch()
     write_atomically(workspace.root / "experiment.yaml", yaml.safe_dump(experiment.compact_dump(), sort_keys=False))

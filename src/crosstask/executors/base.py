@@ -28,6 +28,9 @@ class Executor(ABC):
         """The executor an experiment's ``executor:`` and ``resources:`` settings describe."""
         return cls()
 
+    def check(self) -> None:  # noqa: B027  (the local executor has nothing to check)
+        """Fail in one line if the jobs could never run here (called before anything is written)."""
+
     @abstractmethod
     def run(self, jobs: Sequence[Job], scratch_dir: Path, reporter: Reporter) -> Iterator[Result]:
         """Run ``jobs`` and yield each result as it finishes (see the module docstring for the contract).

@@ -158,16 +158,21 @@ class RayExecutor(Executor):
                     for node in ray.nodes() if node.get("Alive")]
         return max(1, sum(per_node))
 
+    def check(self) -> None:
+        """Join the cluster and check that some node can run each kind of job (Ray would wait forever)."""
+        self._started_ray = self._connect() or getattr(self, "_started_ray", False)
+        self._check_feasible()
+
     # --- running -----------------------------------------------------------------------------------
     def run(self, jobs: Sequence[Job], scratch_dir: Path, reporter: Reporter) -> Iterator[Result]:
         ray = _import_ray()
-        started_ray = self._connect()
+        self.check()
         try:
-            self._check_feasible()
             yield from self._schedule(ray, in_dependency_order(jobs), scratch_dir, reporter)
         finally:
-            if started_ray:
+            if self._started_ray:  # a local instance this executor started ends with the run
                 ray.shutdown()
+                self._started_ray = False
 
     def _schedule(self, ray, jobs: list[Job], scratch_dir: Path, reporter: Reporter) -> Iterator[Result]:
         ship = not self.shared_storage
