@@ -110,8 +110,10 @@ def plan(experiment: Experiment, base_dir: Path = Path("."), root: Path = Path("
         adapters[ref.label] = AdapterRef(ref.label, key, str(adapter_folder(root, ref.label).resolve()))
         result.jobs.append(TrainJob(ref.label, key, ref.task, spec, tuple(examples), result.base, lora, seed))
 
-    backend = BackendSpec(experiment.backend.name, experiment.backend.options, experiment.eval.batch_size)
-    one_job_per_target = backend_class(backend.name).mixes_models
+    chosen = backend_class(experiment.backend.name)
+    options = chosen.plan_options(experiment.backend.options, [job.lora.r for job in result.jobs])
+    backend = BackendSpec(experiment.backend.name, options, experiment.eval.batch_size)
+    one_job_per_target = chosen.mixes_models
     for ref in experiment.target_refs:
         spec = _target_spec(ref, experiment, base_dir, held_out)
         examples = eval_sets[ref.label]

@@ -62,17 +62,32 @@ def answer_token_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor,
     """Logits at the positions that predict an answer token, flattened to ``(N, V)``, with their
     ``(N,)`` target ids and the ``(N,)`` batch row each came from.
 
-    Only those positions go through the output head (49k wide for SmolLM2), via a boolean
-    ``logits_to_keep`` mask: a short answer after a long prompt needs a handful of the head's rows
-    instead of one per prompt token.
+    Only those positions go through the output head (49k wide for SmolLM2), via ``logits_to_keep``: a
+    short answer after a long prompt needs a handful of the head's rows instead of one per prompt
+    token. transformers from 5.2x takes a boolean ``(B, T)`` mask; older 5.x releases (the ones vLLM
+    pins) take positions shared by the batch, so there the head runs at every position where any row
+    has an answer token, and the mask picks each row's own.
     """
     labels = batch["labels"]
     predicts_answer = torch.zeros_like(labels, dtype=torch.bool)
     predicts_answer[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                   logits_to_keep=predicts_answer, use_cache=False).logits
     targets = labels[:, 1:][predicts_answer[:, :-1]]
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "use_cache": False}
+    if _HEAD_TAKES_A_MASK:
+        logits = model(**inputs, logits_to_keep=predicts_answer).logits
+    else:
+        positions = predicts_answer.any(dim=0).nonzero().squeeze(1)
+        logits = model(**inputs, logits_to_keep=positions).logits[predicts_answer[:, positions]]
     return logits.reshape(len(targets), -1), targets, predicts_answer.nonzero()[:, 0]
+
+
+def _head_takes_a_mask() -> bool:
+    from transformers import modeling_utils
+
+    return hasattr(modeling_utils, "slice_logits_to_keep")
+
+
+_HEAD_TAKES_A_MASK = _head_takes_a_mask()
 
 
 def answer_loss(model, batch: dict) -> torch.Tensor:

@@ -39,6 +39,12 @@ class Backend(ABC):
         if options:
             raise ValueError(f"backend {cls.name!r} takes no options, got {sorted(options)}")
 
+    @classmethod
+    def plan_options(cls, options: dict, lora_ranks: Sequence[int]) -> dict:
+        """The options this backend runs a plan with, given the LoRA ranks of its adapters (e.g. to size
+        an engine's LoRA slots); by default the options as given."""
+        return options
+
     @property
     @abstractmethod
     def device(self) -> str:

@@ -106,7 +106,7 @@ def activation_pattern(model, tokenizer, spec: TaskSpec, examples: list[Example]
         raise ValueError("activation_pattern needs at least one example")
     batches = answer_batches(tokenizer, spec, examples, batch_size, model_device(model))
     with frozen(model), HeadGates(model) as gates, torch.enable_grad():
-        total = torch.zeros(gates.shape, dtype=torch.float64)  # on the CPU: float64 is not on every device
+        total = torch.zeros(gates.shape, dtype=torch.float64, device="cpu")  # float64 is not on every device
         for batch in batches:
             per_item_gates = gates.per_item(len(batch["labels"]))
             loss = item_losses(model, batch).sum()
