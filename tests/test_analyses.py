@@ -120,7 +120,7 @@ def test_a_failing_analysis_names_itself_and_leaves_earlier_results(run_copy, ca
     finally:
         from crosstask.analysis import suite
 
-        suite._REGISTRY.pop("broken")
+        suite.ANALYSES.unregister("broken")
     assert "analysis 'broken' failed: ZeroDivisionError: boom" in capsys.readouterr().err
     out = run_copy / "analysis"
     assert not (out / "half.csv").exists() and not list(out.glob(".partial-*"))

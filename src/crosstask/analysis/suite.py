@@ -10,7 +10,6 @@ report shows them only while those keys still match (a rerun with changed settin
 
 from __future__ import annotations
 
-import importlib
 import os
 import shutil
 import tempfile
@@ -19,13 +18,14 @@ from pathlib import Path
 from typing import Optional, Union
 
 from ..errors import CrosstaskError
+from ..plugins import Registry
 from ..sections import Section, cells_key, read_sections, write_sections
 from .base import RunData
 
 Analysis = Callable[[RunData, Path], Section]
 
-# name -> "module:function" (imported on first use: some analyses load spaCy or sentence-transformers)
-_REGISTRY: dict[str, Union[str, Analysis]] = {
+# Imported on first use: some analyses load spaCy or sentence-transformers.
+ANALYSES = Registry("analysis", {
     "lengths": "crosstask.analysis.lengths:analyze",
     "labels": "crosstask.analysis.labels:analyze",
     "variants": "crosstask.analysis.variants:analyze",
@@ -34,7 +34,7 @@ _REGISTRY: dict[str, Union[str, Analysis]] = {
     "asymmetry": "crosstask.analysis.asymmetry:analyze",
     "prediction": "crosstask.analysis.prediction:analyze",
     "heads": "crosstask.heads.section:analyze",
-}
+})
 # Run by `crosstask analyze` without --only; head patterns cost a backward pass per batch of every
 # model x target, so they run from `crosstask heads` (or --only heads) instead.
 OPT_IN = {"heads"}
@@ -42,19 +42,11 @@ OPT_IN = {"heads"}
 
 def register_analysis(name: str, analysis: Analysis) -> None:
     """Add (or replace) an analysis: ``analysis(run: RunData, out_dir: Path) -> Section``."""
-    _REGISTRY[name] = analysis
+    ANALYSES.register(name, analysis)
 
 
 def list_analyses() -> list[str]:
-    return list(_REGISTRY)
-
-
-def _load(name: str) -> Analysis:
-    target = _REGISTRY[name]
-    if callable(target):
-        return target
-    module, function = target.split(":")
-    return getattr(importlib.import_module(module), function)
+    return ANALYSES.names()
 
 
 def analyze_run(run_dir: Union[str, Path, RunData], only: Optional[list[str]] = None,
@@ -64,10 +56,9 @@ def analyze_run(run_dir: Union[str, Path, RunData], only: Optional[list[str]] = 
 
     ``options`` maps an analysis name to keyword arguments for it (e.g. ``{"heads": {"n_items": 16}}``).
     """
-    names = only or [name for name in _REGISTRY if name not in OPT_IN]
-    unknown = [name for name in names if name not in _REGISTRY]
-    if unknown:
-        raise CrosstaskError(f"unknown analysis {unknown[0]!r}; known: {', '.join(_REGISTRY)}")
+    names = only or [name for name in ANALYSES.names() if name not in OPT_IN]
+    for name in names:
+        ANALYSES.get(name)  # an unknown name fails here, before any analysis runs
     run = RunData.of(run_dir)
     _ = run.matrix  # fail early, before any analysis, when the run is unfinished
     out_dir = run.root / "analysis"
@@ -78,7 +69,7 @@ def analyze_run(run_dir: Union[str, Path, RunData], only: Optional[list[str]] = 
         on_start(name)
         scratch = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".partial-{name}-"))
         try:
-            section = _load(name)(run, scratch, **(options or {}).get(name, {}))
+            section = ANALYSES.get(name)(run, scratch, **(options or {}).get(name, {}))
             recorded[name] = _move_into(section, scratch, out_dir)
         except CrosstaskError:
             raise
@@ -87,7 +78,7 @@ def analyze_run(run_dir: Union[str, Path, RunData], only: Optional[list[str]] = 
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         write_sections(out_dir, key, recorded)
-    return [recorded[name] for name in _REGISTRY if name in recorded]
+    return [recorded[name] for name in ANALYSES.names() if name in recorded]
 
 
 def _move_into(section: Section, scratch: Path, out_dir: Path) -> Section:

@@ -6,38 +6,21 @@ Add your own with :func:`register_backend` (a :class:`~crosstask.backends.base.B
 
 from __future__ import annotations
 
-import importlib
-from typing import Union
-
 from ..errors import CrosstaskError
+from ..plugins import Registry
 
 # Imported on first use: the vllm backend needs vllm, which the default install does not have.
-_REGISTRY: dict[str, Union[str, type]] = {
+BACKENDS = Registry("backend", {
     "hf": "crosstask.backends.hf:HFBackend",
     "vllm": "crosstask.backends.vllm:VLLMBackend",
-}
+})
+register_backend = BACKENDS.register
+list_backends = BACKENDS.names
+backend_class = BACKENDS.get
 
 
 class BackendError(CrosstaskError):
-    """An unknown backend or bad backend options (shown to the user as one line)."""
-
-
-def register_backend(name: str, backend: Union[str, type]) -> None:
-    _REGISTRY[name] = backend
-
-
-def list_backends() -> list[str]:
-    return list(_REGISTRY)
-
-
-def backend_class(name: str):
-    if name not in _REGISTRY:
-        raise BackendError(f"unknown backend {name!r}; known: {', '.join(_REGISTRY)}")
-    target = _REGISTRY[name]
-    if isinstance(target, str):
-        module, attribute = target.split(":")
-        target = getattr(importlib.import_module(module), attribute)
-    return target
+    """Bad backend options, or a backend whose library is missing (shown to the user as one line)."""
 
 
 def check_backend(name: str, options: dict) -> str:
