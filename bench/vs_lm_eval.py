@@ -8,7 +8,7 @@ ratio, accuracy of each, and agreement of per-item predictions and log-likelihoo
 
     python bench/vs_lm_eval.py [--items 100] [--repeats 3] [--tasks sentiment_3way nli]
 
-Needs `pip install lm-eval==0.4.13` (not a dependency of crosstask).
+Needs lm-eval (`pip install -e .[bench]`; not a dependency of crosstask).
 """
 
 from __future__ import annotations
@@ -26,30 +26,10 @@ from crosstask import api
 from crosstask.backends.hf import HFBackend
 from crosstask.config import LoraSettings, TaskRef
 from crosstask.evaluation import evaluate
+from crosstask.lmeval import write_task
 from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks import build_examples, get_family
 from crosstask.training import train_adapter
-
-
-def write_lm_eval_task(folder: Path, name: str, spec, examples) -> None:
-    data = folder / f"{name}.jsonl"
-    with data.open("w") as handle:
-        for example in examples:
-            record = {"prompt": spec.prompt(example), "choices": list(spec.labels),
-                      "gold": spec.labels.index(example.answer)}
-            handle.write(json.dumps(record) + "\n")
-    (folder / f"{name}.yaml").write_text(
-        f"task: {name}\n"
-        "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        'doc_to_text: "{{prompt}}"\n'
-        "doc_to_choice: choices\n"
-        "doc_to_target: gold\n"
-        'target_delimiter: " "\n'
-        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n"
-    )
 
 
 def run_lm_eval(folder: Path, name: str, model_args: str, batch_size: int) -> tuple[float, dict, list]:
@@ -99,7 +79,7 @@ def main() -> None:
         train_adapter(load_model(resolved, torch.bfloat16), load_tokenizer(resolved), spec,
                       api.sample(task, 64, seed=1), LoraSettings(lr=1e-3), 0, adapter_dir)
         name = f"ct_{task}"
-        write_lm_eval_task(folder, name, spec, examples)
+        write_task(folder, name, spec, examples)
         for label, adapter in (("base", None), ("adapter", adapter_dir)):
             model_args = f"pretrained={resolved.location},dtype={args.dtype}"
             if adapter is not None:

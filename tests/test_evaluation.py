@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from crosstask.backends import hf
@@ -27,13 +28,26 @@ def _naive_loglik(model, tokenizer, prompt: str, continuation: str) -> float:
     return sum(logprobs[len(prompt_ids) - 1 + j, token].item() for j, token in enumerate(continuation_ids))
 
 
-def test_choice_scores_equal_one_sequence_at_a_time(tiny_model):
+LABEL_SETS = {
+    "one multi-token label": ("yes", "no", "not sure at all"),
+    "a common first token": ("1", "2", "3", "4", "5"),  # " 1" ... " 5" all start with the space token
+    "a common word, several longer labels": ("very good", "very bad", "very very good", "very"),
+    "single tokens": ("yes", "no"),
+}
+
+
+@pytest.mark.parametrize("labels", LABEL_SETS.values(), ids=LABEL_SETS.keys())
+@pytest.mark.parametrize("shared_prompt_prefix", [False, True], ids=["no prefix cache", "prefix cache"])
+def test_choice_scores_equal_one_sequence_at_a_time(tiny_model, monkeypatch, labels, shared_prompt_prefix):
     model, tokenizer = tiny_model
-    results = score_choice(model, tokenizer, SPEC, EXAMPLES, batch_size=2)  # batches mix prompt lengths
+    spec = TaskSpec("toy", "Pick one of these answers, please, after reading the question.", "Answer", "choice",
+                    labels=labels)
+    monkeypatch.setattr(hf, "MIN_SHARED_PREFIX", 4 if shared_prompt_prefix else 10**9)
+    results = score_choice(model, tokenizer, spec, EXAMPLES, batch_size=2)  # batches mix prompt lengths
     for example, result in zip(EXAMPLES, results):
-        for label in SPEC.labels:
-            expected = _naive_loglik(model, tokenizer, SPEC.prompt(example), " " + label)
-            assert math.isclose(result.logliks[label], expected, abs_tol=1e-3)
+        for label in spec.labels:
+            expected = _naive_loglik(model, tokenizer, spec.prompt(example), " " + label)
+            assert math.isclose(result.logliks[label], expected, abs_tol=3e-5)  # fp32: ~4e-6
         assert result.prediction == max(result.logliks, key=result.logliks.get)
         by_length = {label: value / len(" " + label) for label, value in result.logliks.items()}
         assert result.prediction_norm == max(by_length, key=by_length.get)

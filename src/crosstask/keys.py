@@ -13,7 +13,7 @@ import json
 
 BASE = "base"  # the base model's row in every matrix; never an adapter name
 
-SCORING_VERSION = 2  # choice scoring and greedy generation (crosstask.evaluation and the backends)
+SCORING_VERSION = 3  # choice scoring and greedy generation (crosstask.evaluation and the backends)
 TRAINING_VERSION = 2  # LoRA training (crosstask.training)
 HEADS_VERSION = 1  # activation patterns (crosstask.heads.patterns)
 
