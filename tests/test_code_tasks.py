@@ -7,7 +7,6 @@ import random
 import socket
 
 import pytest
-import torch
 
 from crosstask.backends.hf import HFBackend
 from crosstask.config import TaskRef
@@ -239,15 +238,11 @@ def test_generate_answers_scores_code_in_the_sandbox(tiny_model, monkeypatch):
     assert [r.correct for r in garbage] == [False] * 3
     assert [r.gold for r in garbage] == [e.answer for e in examples]
 
-    def write_the_reference(input_ids, attention_mask, **kwargs):
-        prompts = [tokenizer.decode(row[mask.bool()]) for row, mask in zip(input_ids, attention_mask)]
-        answers = [next(" " + e.target for e in examples if spec.prompt(e) in prompt) for prompt in prompts]
-        encoded = [tokenizer(answer, add_special_tokens=False)["input_ids"] for answer in answers]
-        width = max(len(ids) for ids in encoded)
-        rows = [ids + [tokenizer.pad_token_id] * (width - len(ids)) for ids in encoded]
-        return torch.cat([input_ids, torch.tensor(rows)], dim=1)
+    def write_the_reference(self, module, prompts, rule, progress):  # the model "writes" each reference solution
+        progress(len(prompts))
+        return [rule.cut(next(" " + e.target for e in examples if spec.prompt(e) == prompt)) for prompt in prompts]
 
-    monkeypatch.setattr(model, "generate", write_the_reference)
+    monkeypatch.setattr(HFBackend, "_generate", write_the_reference)
     results = evaluate(HFBackend.wrap(model, tokenizer, 2), spec, examples)[0]
     assert [r.correct for r in results] == [True] * 3
     assert [r.prediction for r in results] == [e.target for e in examples]  # the stored prediction is the code

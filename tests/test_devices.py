@@ -104,3 +104,11 @@ def test_cli_device_without_a_gpu_is_one_line_and_writes_nothing(tiny_model_dir,
                              "--device", "cuda"], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "no CUDA device is visible" in result.stderr and not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine run bench/gpu_check.py itself")
+def test_gpu_check_skips_cleanly_without_a_gpu():
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("SKIP") and "no CUDA device" in done.stdout
