@@ -143,7 +143,7 @@ class HFBackend(Backend):
         labels with more tokens than that need a second pass, over the prompt's cache (copied once per
         such label, not at all when there is just one).
         """
-        device, pad_id = self.model_device, self.tokenizer.pad_token_id
+        device = self.model_device
         label_ids = [encode_continuation(self.tokenizer, text) for text in continuations]
         common = shared_prefix(label_ids, keep=1)
         remainders = [ids[len(common) :] for ids in label_ids]
@@ -156,7 +156,8 @@ class HFBackend(Backend):
         order = sorted(range(len(prompts)), key=lambda i: len(sequences[i]))
         for batch in _batches(order, self.batch_size):
             inputs = prefix.inputs([sequences[i] for i in batch])
-            out = module(**inputs.arguments(module), use_cache=bool(longer), logits_to_keep=len(common) + 1)
+            out = module(**inputs.arguments(cache_argument(module)), use_cache=bool(longer),
+                         logits_to_keep=len(common) + 1)
             logprobs = torch.log_softmax(out.logits.float(), dim=-1)  # (B, len(common) + 1, V)
             logliks = logprobs[:, -1, first_tokens]  # (B, K): each label's first own token
             if common:
@@ -203,22 +204,22 @@ class HFBackend(Backend):
         device = self.model_device
         prompt_ids = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
         prefix = self._prefix(module, prompt_ids)
-        stops = torch.tensor(_end_of_sequence_ids(module, self.tokenizer), device=device)
+        stops = set(_end_of_sequence_ids(module, self.tokenizer))
+        cache_key = cache_argument(module)
         texts: list[Optional[str]] = [None] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
         for batch in _batches(order, self.batch_size):
             inputs = prefix.inputs([prompt_ids[i] for i in batch])
-            arguments = inputs.arguments(module)
+            arguments = inputs.arguments(cache_key)
             mask, positions = arguments["attention_mask"], arguments["position_ids"][:, -1:]
             out = module(**arguments, use_cache=True, logits_to_keep=1)
             cache, live = returned_cache(out), list(batch)
             tokens: dict[int, list[int]] = {index: [] for index in batch}
             for step in range(rule.max_new_tokens):
                 next_tokens = out.logits[:, -1].argmax(-1)
-                ended = torch.isin(next_tokens, stops).cpu().tolist()
                 keep = []
-                for row, (index, token, at_end) in enumerate(zip(live, next_tokens.cpu().tolist(), ended)):
-                    if at_end:
+                for row, (index, token) in enumerate(zip(live, next_tokens.cpu().tolist())):
+                    if token in stops:
                         continue
                     tokens[index].append(token)
                     text = self.tokenizer.decode(tokens[index], skip_special_tokens=True)
@@ -234,7 +235,7 @@ class HFBackend(Backend):
                 mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=device)], dim=1)
                 positions = positions + 1
                 out = module(input_ids=next_tokens.unsqueeze(1), attention_mask=mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=1, **{cache_argument(module): cache})
+                             use_cache=True, logits_to_keep=1, **{cache_key: cache})
             for index in batch:
                 texts[index] = rule.cut(self.tokenizer.decode(tokens[index], skip_special_tokens=True))
             progress(len(batch))
@@ -245,9 +246,9 @@ class HFBackend(Backend):
         is long enough to be worth copying its cache into each batch."""
         prefix = shared_prefix(sequences)
         if len(prefix) < MIN_SHARED_PREFIX:
-            return _PrefixCache(self, [], None)
+            return _PrefixCache([], None, self.model_device, self.tokenizer.pad_token_id)
         out = module(input_ids=torch.tensor([prefix], device=self.model_device), use_cache=True, logits_to_keep=1)
-        return _PrefixCache(self, prefix, returned_cache(out))
+        return _PrefixCache(prefix, returned_cache(out), self.model_device, self.tokenizer.pad_token_id)
 
 
 @dataclass
@@ -256,9 +257,10 @@ class _BatchInputs:
     mask: torch.Tensor  # (B, P + T): the attention mask over the prefix and these tokens
     cache: object  # the prefix's cache for this batch, or None
 
-    def arguments(self, module) -> dict:
+    def arguments(self, cache_key: str) -> dict:
+        """Keyword arguments of the model's forward; ``cache_key`` is :func:`cache_argument`'s answer."""
         positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -self.ids.shape[1] :]
-        cache = {cache_argument(module): self.cache} if self.cache is not None else {}
+        cache = {cache_key: self.cache} if self.cache is not None else {}
         return {"input_ids": self.ids, "attention_mask": self.mask, "position_ids": positions, **cache}
 
 
@@ -270,14 +272,14 @@ class _PrefixCache:
     positions come from the attention mask, so every token sits where it would without padding.
     """
 
-    backend: HFBackend
     ids: list[int]
     cache: object
+    device: torch.device
+    pad_id: int
 
     def inputs(self, sequences: list[list[int]]) -> _BatchInputs:
-        device, rows = self.backend.model_device, len(sequences)
-        own, own_mask = _left_pad([sequence[len(self.ids) :] for sequence in sequences],
-                                  self.backend.tokenizer.pad_token_id, device)
+        device, rows = self.device, len(sequences)
+        own, own_mask = _left_pad([sequence[len(self.ids) :] for sequence in sequences], self.pad_id, device)
         mask = torch.cat([torch.ones((rows, len(self.ids)), dtype=torch.long, device=device), own_mask], dim=1)
         cache = None
         if self.cache is not None:
