@@ -48,3 +48,64 @@ def test_lm_eval_filter_extracts_what_crosstask_extracts(tmp_path, target):
             assert value == ""  # lm-eval cannot stop at the answer's end: an unmarked answer counts as wrong
         else:
             assert value.replace(",", "") == spec.extract(text), text
+
+
+def test_lm_eval_scores_the_exported_run_item_for_item(tiny_run, tiny_model_dir, tmp_path):
+    """lm-eval, run on what `crosstask export-lm-eval` writes, agrees with the store on every item: acc,
+    acc_norm (labels of different lengths), log-likelihoods, and the generated text."""
+    import lm_eval
+
+    from crosstask import api
+    from crosstask.lmeval import task_name
+
+    out = api.export_lm_eval(tiny_run, tmp_path / "lm-eval")
+    commands = (out / "commands.sh").read_text()
+    assert commands.count("lm_eval --model hf") == 4 and "peft=" in commands
+    stored = api.load_items(tiny_run)
+    targets = {"nli": "choice", "sentiment_3way": "choice", "word_problems": "generate"}
+    assert len({len(label) for label in get_family("nli").spec.labels}) == 3
+    for model in ["base", "nli"]:
+        model_args = f"pretrained={tiny_model_dir},dtype=float32"
+        if model != "base":
+            model_args += f",peft={tiny_run / 'adapters' / model}"
+        output = lm_eval.simple_evaluate(model="hf", model_args=model_args, tasks=[task_name(t) for t in targets],
+                                         task_manager=lm_eval_tasks.TaskManager(include_path=str(out)),
+                                         log_samples=True, device="cpu", batch_size=4, bootstrap_iters=0)
+        for target, answer_type in targets.items():
+            ours = stored[(stored["model"] == model) & (stored["target"] == target)].sort_values("item")
+            samples = sorted(output["samples"][task_name(target)], key=lambda sample: sample["doc_id"])
+            assert len(samples) == len(ours) == 8
+            for sample, (_, item) in zip(samples, ours.iterrows()):
+                if answer_type == "choice":
+                    assert sample["acc"] == float(item["correct"]), (model, target, item["item"])
+                    assert sample["acc_norm"] == float(item["correct_norm"]), (model, target, item["item"])
+                    lm_eval_logliks = [float(response[0]) for response in sample["filtered_resps"]]
+                    ours_logliks = list(item["logliks"].values())
+                    assert lm_eval_logliks == pytest.approx(ours_logliks, abs=3e-4)
+                else:
+                    assert sample["resps"][0][0] == item["generated"], (model, target, item["item"])
+
+
+def test_acc_norm_is_lm_evals_on_labels_of_different_lengths(tmp_path):
+    """crosstask's acc and acc_norm against lm-eval's own process_results, on the same log-likelihoods,
+    with labels whose lengths differ enough that dividing by len(" " + label) would pick another label."""
+    import numpy as np
+
+    from crosstask.evaluation import _choice_result
+    from crosstask.tasks.base import Example, TaskSpec
+
+    spec = TaskSpec("norm", "Pick one.", "Answer", "choice", labels=("a", "bbbb", "neutral-ish"))
+    examples = [Example(f"item {i}", spec.labels[i % 3], spec.labels[i % 3]) for i in range(60)]
+    write_task(tmp_path, "ct_norm", spec, examples)
+    task = load_lm_eval_task(tmp_path, "ct_norm")
+    docs = list(task.test_docs())
+    rng = np.random.default_rng(0)
+    disagreements_with_delimiter_length = 0
+    for index, (doc, example) in enumerate(zip(docs, examples)):
+        logliks = list(-rng.uniform(0.5, 12.0, size=3))
+        ours = _choice_result(spec, index, spec.prompt(example), example, logliks)
+        theirs = task.process_results(doc, [(value, False) for value in logliks])
+        assert (float(ours.correct), float(ours.correct_norm)) == (theirs["acc"], theirs["acc_norm"]), logliks
+        with_delimiter = max(range(3), key=lambda k: logliks[k] / (1 + len(spec.labels[k])))
+        disagreements_with_delimiter_length += spec.labels[with_delimiter] != ours.prediction_norm
+    assert disagreements_with_delimiter_length > 0  # the items do tell the two normalisations apart

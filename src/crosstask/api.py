@@ -131,6 +131,16 @@ def predict(run_dir: Union[str, Path], source: Union[str, dict, TaskRef]) -> pd.
     return table
 
 
+def export_lm_eval(run_dir: Union[str, Path], out: Union[str, Path]) -> Path:
+    """Write every target of a finished run as lm-evaluation-harness task files into ``out``, with the
+    exact prompts and items that were scored, and ``commands.sh`` to re-score each model with ``lm_eval``."""
+    from .analysis.base import RunData
+    from .lmeval import export_run
+
+    run = RunData(run_dir)
+    return export_run(run, Path(out), run.plan.dtype)
+
+
 def _source_ref(source: Union[str, dict, TaskRef], experiment: Experiment) -> TaskRef:
     if isinstance(source, TaskRef):
         return source

@@ -54,6 +54,13 @@ def _predict(args) -> None:
     print(table.to_string(index=False, float_format=lambda value: f"{value:+.3f}"))
 
 
+def _export_lm_eval(args) -> None:
+    from . import api
+
+    out = api.export_lm_eval(args.run_dir, args.out)
+    print(f"lm-eval tasks: {out}; re-score every model with: bash {out / 'commands.sh'}")
+
+
 def _mix(args) -> None:
     from . import api
 
@@ -141,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--source", required=True,
                          help="a task name, or a source entry in YAML flow style: '{task: nli, options: {...}}'")
     predict.set_defaults(handler=_predict)
+
+    export = commands.add_parser("export-lm-eval", help="write a run's targets as lm-evaluation-harness tasks "
+                                                        "(the exact prompts and items scored) to re-score its models")
+    export.add_argument("run_dir")
+    export.add_argument("--out", required=True, help="folder for the task YAML/JSONL files and commands.sh")
+    export.set_defaults(handler=_export_lm_eval)
 
     mix = commands.add_parser("mix", help="pattern-guided data mixing for a scarce complex task: warm up on basic "
                                           "tasks in proportion to head-pattern weights, compare with plain SFT")

@@ -2,7 +2,8 @@
 
 Choice tasks follow lm-evaluation-harness ``multiple_choice``: the continuations are
 ``" " + label``; ``acc`` picks the label with the highest summed log-likelihood, ``acc_norm`` divides
-by the label's length in characters. Generate tasks are answered greedily; the task extracts the
+it by the label's length in characters, without the delimiter (lm-eval: ``len(choice)`` in
+``Task.process_results``), and breaks ties towards the first label as ``np.argmax`` does. Generate tasks are answered greedily; the task extracts the
 answer from the text and its checker scores it (exact match unless the task says otherwise).
 """
 
@@ -52,7 +53,7 @@ def evaluate(backend: Backend, spec: TaskSpec, examples: Sequence[Example], mode
 
 
 def _choice_result(spec: TaskSpec, index: int, prompt: str, example: Example, logliks) -> ItemResult:
-    label_chars = [len(TARGET_DELIMITER + label) for label in spec.labels]
+    label_chars = [len(label) for label in spec.labels]
     best = spec.labels[max(range(len(logliks)), key=logliks.__getitem__)]
     normalised = [value / chars for value, chars in zip(logliks, label_chars)]
     best_norm = spec.labels[max(range(len(normalised)), key=normalised.__getitem__)]

@@ -13,7 +13,8 @@ import json
 
 BASE = "base"  # the base model's row in every matrix; never an adapter name
 
-SCORING_VERSION = 3  # choice scoring and greedy generation (crosstask.evaluation and the backends)
+# 4: acc_norm divides by len(label), as lm-eval does (3 divided by len(" " + label)).
+SCORING_VERSION = 4  # choice scoring and greedy generation (crosstask.evaluation and the backends)
 TRAINING_VERSION = 2  # LoRA training (crosstask.training)
 HEADS_VERSION = 1  # activation patterns (crosstask.heads.patterns)
 

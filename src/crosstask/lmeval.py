@@ -13,6 +13,8 @@ generation without ``####`` is wrong for lm-eval; crosstask takes its last numbe
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from pathlib import Path
 
 import yaml
@@ -63,3 +65,28 @@ def _extraction(spec: TaskSpec) -> list[dict]:
     pattern = MARKED_NUMBER if spec.answer_end else FINAL_NUMBER
     return [{"function": "regex", "regex_pattern": pattern, "group_select": -1, "fallback": ""},
             {"function": "take_first"}]
+
+
+def task_name(target: str) -> str:
+    """The lm-eval task name of a crosstask target (lm-eval task names are global: prefixed to stay apart)."""
+    return "crosstask_" + re.sub(r"[^A-Za-z0-9_]", "_", target)
+
+
+def export_run(run, out: Path, dtype: str) -> Path:
+    """Every target of a finished run (a :class:`~crosstask.analysis.base.RunData`) as lm-eval tasks in ``out``,
+    with the exact prompts (few-shot context included) and items that were scored, and ``commands.sh``
+    with one ``lm_eval`` command per model (the base model, then each adapter through ``peft=``)."""
+    out = Path(out)
+    names = []
+    for target in run.targets:
+        write_task(out, task_name(target), run.evaluated_spec(target), run.eval_examples(target))
+        names.append(task_name(target))
+    base_args = f"pretrained={run.plan.model.location},dtype={dtype}"
+    lines = ["#!/usr/bin/env bash", "# Re-score every model of this run with lm-evaluation-harness, on the exact items "
+             "crosstask scored.", "set -euo pipefail", 'cd "$(dirname "$0")"']
+    for model in run.models:
+        model_args = base_args if model == "base" else f"{base_args},peft={run.adapter_dir(model).resolve()}"
+        lines.append(f"lm_eval --model hf --model_args {shlex.quote(model_args)} --include_path . "
+                     f"--tasks {','.join(names)} --log_samples --output_path results/{shlex.quote(model)}")
+    write_atomically(out / "commands.sh", "\n".join(lines) + "\n")
+    return out
