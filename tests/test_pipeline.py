@@ -206,3 +206,34 @@ def test_fewshot_targets_show_solved_train_examples_before_each_item(settings):
     assert "\n\n" not in jobs["sentiment_binary"].spec.prompt(jobs["sentiment_binary"].examples[0])
     with pytest.raises(ConfigError, match="applies to targets only"):
         parse_experiment({**settings, "sources": [{"task": "nli", "fewshot": 1}]})
+
+
+def test_seed_replicates_train_one_adapter_per_seed_and_the_matrix_is_their_mean(settings, tmp_path):
+    run_dir = tmp_path / "run"
+    one_seed = settings | {"sources": ["sentiment_binary", "toxicity"], "targets": ["sentiment_binary", "toxicity"]}
+    api.run(one_seed, out_dir=run_dir, progress=False)
+    first = Workspace(run_dir).store.adapters().set_index("name")["key"]
+    api.run(one_seed | {"seeds": [0, 1]}, out_dir=run_dir, progress=False)
+    adapters = Workspace(run_dir).store.adapters().set_index("name")["key"]
+    assert sorted(adapters.index) == ["sentiment_binary", "sentiment_binary@seed1", "toxicity", "toxicity@seed1"]
+    assert adapters["sentiment_binary"] == first["sentiment_binary"]  # seed 0's adapter was kept, not retrained
+    weights = [(run_dir / "adapters" / name / "adapter_model.safetensors").read_bytes()
+               for name in ["sentiment_binary", "sentiment_binary@seed1"]]
+    assert weights[0] != weights[1]
+    matrix = pd.read_csv(run_dir / "matrix.csv", index_col="model")
+    by_seed = pd.read_csv(run_dir / "matrix_by_seed.csv", index_col=["model", "seed"])
+    assert list(by_seed.index) == [("base", 0), ("sentiment_binary", 0), ("sentiment_binary", 1), ("toxicity", 0),
+                                   ("toxicity", 1)]
+    mean = by_seed.groupby(level="model", sort=False).mean()
+    pd.testing.assert_frame_equal(matrix, mean.loc[matrix.index], atol=1e-4, check_names=False)
+    intervals = pd.read_csv(run_dir / "intervals.csv")
+    assert (intervals["n_seeds"] == 2).all() and intervals["seed_sd"].notna().all()
+    html = (run_dir / "report.html").read_text()
+    assert "over 2 training seeds and the items" in html and "Benjamini–Hochberg-corrected across the 4 cells" in html
+
+
+def test_seeds_must_be_distinct_and_names_may_not_mark_a_seed(settings):
+    with pytest.raises(ConfigError, match="seeds must be distinct"):
+        parse_experiment(settings | {"seeds": [1, 1]})
+    with pytest.raises(ConfigError, match="may not contain '@seed'"):
+        parse_experiment(settings | {"sources": [{"task": "nli", "name": "nli@seed2"}]})

@@ -114,6 +114,8 @@ class TaskRef(Strict):
         return balance
 
 
+REPLICATE_MARK = "@seed"
+
 VARIANTS = {
     "balanced": "every label equally often",
     "imbalanced": "one label takes a share of the items, the others split the rest: {imbalanced: {positive: 0.9}}",
@@ -169,7 +171,9 @@ class LoraSettings(Strict):
 
 class EvalSettings(Strict):
     batch_size: int = Field(16, ge=1)
-    bootstrap_resamples: int = Field(1000, ge=100)
+    # 10,000: a bootstrap p-value is at least 2/(resamples + 1), and Benjamini–Hochberg over ~50 cells
+    # needs the strongest cell below 0.05/50 = 0.001 to mark anything.
+    bootstrap_resamples: int = Field(10000, ge=100)
 
 
 class BackendSettings(Strict):
@@ -216,7 +220,10 @@ class Experiment(Strict):
     targets: list[Union[str, TaskRef]] = Field(min_length=1)
     train_examples: int = Field(200, ge=1)
     eval_examples: int = Field(100, ge=1)
-    seed: int = 0
+    seed: int = 0  # data sampling, and training when `seeds` is not given
+    # Training seeds: every source adapter is trained once per seed (the data stay those of `seed`); the
+    # matrix reports the mean and the intervals resample seeds, then items. E.g. [0, 1, 2].
+    seeds: Optional[list[int]] = Field(None, min_length=1)
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     device: str = Field("auto", pattern=DEVICE_PATTERN)  # auto | cpu | cuda | cuda:N
     backend: BackendSettings = Field(default_factory=BackendSettings)
@@ -248,7 +255,24 @@ class Experiment(Strict):
             raise ValueError(f"names must be unique; repeated: {duplicates} (give each a distinct 'name')")
         if "base" in labels:
             raise ValueError("'base' is reserved for the base model row; give the task another 'name'")
+        if any(REPLICATE_MARK in label for label in labels):
+            raise ValueError(f"names may not contain {REPLICATE_MARK!r}, which marks the adapters of further seeds")
         return refs
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds):
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+    def replicates(self, ref: TaskRef) -> list[tuple[str, int]]:
+        """(adapter name, training seed) of every adapter trained on source ``ref``, one per seed of
+        ``seeds``. The first seed's adapter is named after the source (so adding seeds to a run keeps
+        it), the others ``<source>@seed<s>``."""
+        seeds = self.seeds or [self.seed if ref.seed is None else ref.seed]
+        return [(ref.label if index == 0 else f"{ref.label}{REPLICATE_MARK}{seed}", seed)
+                for index, seed in enumerate(seeds)]
 
     @property
     def source_refs(self) -> list[TaskRef]:

@@ -84,7 +84,7 @@ def export_run(run, out: Path, dtype: str) -> Path:
     base_args = f"pretrained={run.plan.model.location},dtype={dtype}"
     lines = ["#!/usr/bin/env bash", "# Re-score every model of this run with lm-evaluation-harness, on the exact items "
              "crosstask scored.", "set -euo pipefail", 'cd "$(dirname "$0")"']
-    for model in run.models:
+    for model in run.evaluated_models:
         model_args = base_args if model == "base" else f"{base_args},peft={run.adapter_dir(model).resolve()}"
         lines.append(f"lm_eval --model hf --model_args {shlex.quote(model_args)} --include_path . "
                      f"--tasks {','.join(names)} --log_samples --output_path results/{shlex.quote(model)}")

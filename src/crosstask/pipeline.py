@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import yaml
 
 from .analysis.bootstrap import paired_bootstrap
@@ -43,7 +44,13 @@ class Plan:
 
     @property
     def rows(self) -> list[str]:
+        """The matrix's rows: the base model, then one per source (the mean over its seeds' adapters)."""
         return [BASE] + [ref.label for ref in self.experiment.source_refs]
+
+    @property
+    def models(self) -> list[str]:
+        """Every model that is evaluated: the base model and every adapter of every seed."""
+        return evaluated_models(self.experiment)
 
     @property
     def columns(self) -> list[str]:
@@ -104,11 +111,11 @@ def plan(experiment: Experiment, base_dir: Path = Path("."), root: Path = Path("
         examples = _examples(ref, "train", experiment.train_examples, experiment, base_dir,
                              frozenset(held_out.get(ref.task, ())))
         spec = resolve(ref).spec
-        seed = experiment.seed if ref.seed is None else ref.seed
         lora = experiment.lora_for(ref)
-        key = train_key(base_key, spec, examples, lora, seed)
-        adapters[ref.label] = AdapterRef(ref.label, key, str(adapter_folder(root, ref.label).resolve()))
-        result.jobs.append(TrainJob(ref.label, key, ref.task, spec, tuple(examples), result.base, lora, seed))
+        for name, seed in experiment.replicates(ref):
+            key = train_key(base_key, spec, examples, lora, seed)
+            adapters[name] = AdapterRef(name, key, str(adapter_folder(root, name).resolve()))
+            result.jobs.append(TrainJob(name, key, ref.task, spec, tuple(examples), result.base, lora, seed))
 
     chosen = backend_class(experiment.backend.name)
     options = chosen.plan_options(experiment.backend.options, [job.lora.r for job in result.jobs])
@@ -119,11 +126,44 @@ def plan(experiment: Experiment, base_dir: Path = Path("."), root: Path = Path("
         examples = eval_sets[ref.label]
         cells = [Cell(name, eval_key(base_key, backend_version, adapters[name].key if name in adapters else None,
                                      spec, examples), adapters.get(name))
-                 for name in result.rows]
+                 for name in result.models]
         for group in ([cells] if one_job_per_target else [[cell] for cell in cells]):
             result.jobs.append(EvalJob(ref.label, ref.task, spec, tuple(examples), tuple(group), result.base,
                                        backend))
     return result
+
+
+def replicate_names(experiment: Experiment) -> dict[str, list[str]]:
+    """Matrix row -> the models evaluated for it: ``base`` alone, each source's adapters of every seed."""
+    return {BASE: [BASE]} | {ref.label: [name for name, _ in experiment.replicates(ref)]
+                             for ref in experiment.source_refs}
+
+
+def evaluated_models(experiment: Experiment) -> list[str]:
+    return [name for names in replicate_names(experiment).values() for name in names]
+
+
+def replicated_items(store: Store, experiment: Experiment, targets: Optional[list[str]] = None,
+                     parse_logliks: bool = False) -> pd.DataFrame:
+    """Every stored item of the experiment's models, ``model`` being the matrix row (source label or base),
+    ``adapter`` the evaluated model (a seed's adapter) and ``replicate`` its training seed (0 for base)."""
+    seed_of = {BASE: (BASE, 0)} | {name: (ref.label, seed) for ref in experiment.source_refs
+                                   for name, seed in experiment.replicates(ref)}
+    items = store.items(models=list(seed_of), targets=targets, parse_logliks=parse_logliks)
+    items = items.rename(columns={"model": "adapter"})
+    items.insert(0, "model", items["adapter"].map(lambda name: seed_of[name][0]))
+    items.insert(2, "replicate", items["adapter"].map(lambda name: seed_of[name][1]))
+    return items
+
+
+def mean_matrix(store: Store, experiment: Experiment, columns: list[str]) -> pd.DataFrame:
+    """The transfer matrix: each row the mean score over that row's models (a source's seeds); every
+    cell must be stored."""
+    names = replicate_names(experiment)
+    by_model = store.matrix(evaluated_models(experiment), columns)
+    matrix = pd.DataFrame([by_model.loc[group].mean() for group in names.values()], index=list(names))
+    matrix.index.name, matrix.columns.name = "model", None
+    return matrix
 
 
 def _target_spec(ref: TaskRef, experiment: Experiment, base_dir: Path, held_out: dict[str, set[str]]):
@@ -181,17 +221,24 @@ def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), execu
         workspace.run_jobs(todo, executor, reporter)
     workspace.store.finish_run(run_id)
     reporter.log(f"jobs finished in {time.perf_counter() - started:.0f} s")
-    return export(workspace.root, workspace.store, the_plan.rows, the_plan.columns, experiment)
+    return export(workspace.root, workspace.store, experiment)
 
 
-def export(root: Path, store: Store, rows: list[str], columns: list[str], experiment: Experiment) -> Path:
+def export(root: Path, store: Store, experiment: Experiment) -> Path:
     """Write matrix.csv, intervals.csv, traits.json and the report of run directory ``root`` from its store."""
     from .report import write_report
 
-    matrix = store.matrix(rows, columns)
+    columns = [ref.label for ref in experiment.target_refs]
+    matrix = mean_matrix(store, experiment, columns)
     write_atomically(root / "matrix.csv", matrix.to_csv(float_format="%.4f"))
-    items = store.items(models=rows, targets=columns)
-    intervals = paired_bootstrap(items[["model", "target", "item", "correct"]],
+    items = replicated_items(store, experiment, columns)
+    if experiment.seeds and len(experiment.seeds) > 1:
+        per_seed = items.groupby(["model", "replicate", "target"], sort=False)["correct"].mean().unstack("target")
+        write_atomically(root / "matrix_by_seed.csv", per_seed[columns].rename_axis(index=["model", "seed"])
+                         .to_csv(float_format="%.4f"))
+    else:
+        (root / "matrix_by_seed.csv").unlink(missing_ok=True)
+    intervals = paired_bootstrap(items[["model", "target", "item", "replicate", "correct"]],
                                  n_resamples=experiment.eval.bootstrap_resamples, seed=experiment.seed)
     write_atomically(root / "intervals.csv", intervals.to_csv(index=False, float_format="%.4f"))
     traits, traits_skipped = None, None
@@ -210,7 +257,7 @@ def export(root: Path, store: Store, rows: list[str], columns: list[str], experi
         "created": time.strftime("%Y-%m-%d %H:%M", time.localtime(latest.get("started", time.time()))),
         "timings": _timings(store),
     }
-    sections = read_sections(root, cells_key(store.cells(), rows, columns))
+    sections = read_sections(root, cells_key(store.cells(), evaluated_models(experiment), columns))
     if not sections and recorded_sections_exist(root):
         meta["analyses_note"] = ("The analyses in analysis/ were made from earlier results; "
                                  "run `crosstask analyze` again to bring them up to date.")
@@ -241,6 +288,4 @@ def stored_experiment(root: Path) -> Experiment:
 
 def report(root: Path) -> Path:
     """Rebuild the tables and the report of a run directory from its store."""
-    experiment = stored_experiment(root)
-    rows = [BASE] + [ref.label for ref in experiment.source_refs]
-    return export(Path(root), open_store(root), rows, [ref.label for ref in experiment.target_refs], experiment)
+    return export(Path(root), open_store(root), stored_experiment(root))

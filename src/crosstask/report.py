@@ -55,10 +55,11 @@ def write_report(
     delta_pp = (adapters - base) * 100
     significant = _significance_grid(intervals, delta_pp)
     confidence = _confidence_text(intervals)
+    marking = _marking_text(intervals, delta_pp.size)
 
     with sns.axes_style("white"), sns.plotting_context(rc=STYLE):
         matrix_figures = [
-            _delta_figure(out_dir, delta_pp, significant, confidence),
+            _delta_figure(out_dir, delta_pp, significant, marking),
             _raw_figure(out_dir, matrix.loc[[BASE, *adapters.index]].astype(float) * 100),
         ]
         trait_figures = _trait_figures(out_dir, traits) if traits is not None else []
@@ -70,8 +71,9 @@ def write_report(
         notes=meta.get("notes") or [],
         n_adapters=len(adapters),
         n_targets=len(matrix.columns),
-        reading=_reading(delta_pp, significant, confidence),
+        reading=_reading(delta_pp, significant, confidence, marking, intervals),
         confidence=confidence,
+        marking=marking,
         table=_matrix_table(base, adapters, delta_pp, significant),
         matrix_figures=matrix_figures,
         trait_figures=trait_figures,
@@ -151,11 +153,10 @@ def _symmetric(values: pd.DataFrame | np.ndarray) -> tuple[float, float]:
     return -largest, largest
 
 
-def _delta_figure(out_dir: Path, delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str) -> Figure:
+def _delta_figure(out_dir: Path, delta_pp: pd.DataFrame, significant: pd.DataFrame, marking: str) -> Figure:
     labels = delta_pp.map("{:+.1f}".format) + significant.map({True: "*", False: ""}.get)
     marked = int(significant.to_numpy().sum())
-    footnote = (f"Bold with * : the {confidence} excludes 0." if confidence
-                else "No item-level scores: significance not shown.")
+    footnote = f"Bold with * : {marking}." if marking else "No item-level scores: significance not shown."
     path = _heatmap(
         out_dir / "matrix_delta.png", delta_pp, labels, bold=significant, footnote=footnote,
         title="Transfer: adapter minus base", colorbar="Δ from base (pp)", cmap=DIVERGING,
@@ -250,14 +251,31 @@ def _significance_grid(intervals: pd.DataFrame | None, delta_pp: pd.DataFrame) -
 
 
 def _confidence_text(intervals: pd.DataFrame | None) -> str:
-    """'95 % paired bootstrap interval', or '' when there are no intervals to describe."""
+    """'95 % paired bootstrap interval over 3 training seeds and the items', or '' without intervals."""
     if intervals is None:
         return ""
     confidence = intervals.attrs.get("confidence")
-    return f"{confidence * 100:g} % paired bootstrap interval" if confidence else "paired bootstrap interval"
+    text = f"{confidence * 100:g} % paired bootstrap interval" if confidence else "paired bootstrap interval"
+    seeds = intervals.attrs.get("n_seeds", 1)
+    return text + (f" over {seeds} training seeds and the items" if seeds > 1 else " over the items")
 
 
-def _reading(delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str) -> list[str]:
+def _marking_text(intervals: pd.DataFrame | None, n_cells: int) -> str:
+    """What a significance mark means: the null, the test and the correction; '' without intervals."""
+    if intervals is None:
+        return ""
+    alpha = 1 - intervals.attrs.get("confidence", 0.95)
+    correction = intervals.attrs.get("correction", "none")
+    seeds = intervals.attrs.get("n_seeds", 1)
+    resampled = f"training seeds ({seeds}) and items" if seeds > 1 else "items (one training seed)"
+    test = f"bootstrap p < {alpha:g} against 'no difference from base', resampling {resampled}"
+    if correction == "none":
+        return test + ", not corrected for multiple comparisons"
+    return f"{test}, {correction}-corrected across the {n_cells} cells"
+
+
+def _reading(delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str, marking: str,
+             intervals: pd.DataFrame | None) -> list[str]:
     """A few sentences that read the matrix, all computed from it."""
     per_adapter = delta_pp.mean(axis=1)
     per_target = delta_pp.mean(axis=0)
@@ -283,8 +301,18 @@ def _reading(delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str)
         losses = int((significant & (delta_pp < 0)).to_numpy().sum())
         sentences.append(
             f"{gains + losses} of {delta_pp.size} adapter-target cells differ significantly from base "
-            f"(the {confidence} excludes 0): {gains} gains, {losses} losses."
+            f"({marking}): {gains} gains, {losses} losses."
         )
+        if intervals.attrs.get("n_seeds", 1) > 1:
+            spread = intervals["seed_sd"] * 100
+            sentences.append(
+                f"Retraining moves cells: the standard deviation of a cell's difference over the "
+                f"{intervals.attrs['n_seeds']} training seeds is {spread.median():.1f} pp at the median and "
+                f"{spread.max():.1f} pp at most; the intervals include it.")
+        else:
+            sentences.append(
+                "Each adapter was trained with one seed, so the intervals cover the choice of items only, not "
+                "retraining (which can move a cell by more); set `seeds: [0, 1, 2]` to include it.")
     else:
         sentences.append("No item-level scores were given, so no cell is tested for significance.")
     return sentences

@@ -61,10 +61,23 @@ class RunData:
     def models(self) -> list[str]:
         return ["base", *self.sources]
 
+    @property
+    def evaluated_models(self) -> list[str]:
+        """Every evaluated model: ``base`` and each source's adapter of every training seed."""
+        from ..pipeline import evaluated_models
+
+        return evaluated_models(self.experiment)
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.experiment.seeds or [0])
+
     @cached_property
     def matrix(self) -> pd.DataFrame:
-        """Scores in [0, 1]: rows ``base`` then the adapters, columns the targets."""
-        return self.store.matrix(self.models, self.targets).astype(float)
+        """Scores in [0, 1]: rows ``base`` then the sources (mean over their seeds' adapters), columns the targets."""
+        from ..pipeline import mean_matrix
+
+        return mean_matrix(self.store, self.experiment, self.targets).astype(float)
 
     @property
     def delta(self) -> pd.DataFrame:
@@ -73,8 +86,16 @@ class RunData:
 
     @cached_property
     def items(self) -> pd.DataFrame:
-        """Every evaluated item (see :meth:`Store.items`), with ``logliks`` parsed into dicts."""
-        return self.store.items(models=self.models, targets=self.targets, parse_logliks=True)
+        """Every evaluated item (see :meth:`Store.items`), with ``logliks`` parsed into dicts; ``model`` is
+        the matrix row, ``adapter`` the seed's adapter that was evaluated, ``replicate`` its training seed."""
+        from ..pipeline import replicated_items
+
+        return replicated_items(self.store, self.experiment, self.targets, parse_logliks=True)
+
+    @property
+    def first_seed_items(self) -> pd.DataFrame:
+        """The items of the base model and of each source's first-seed adapter (one row per model and item)."""
+        return self.items[self.items["adapter"] == self.items["model"]]
 
     @cached_property
     def plan(self):

@@ -106,7 +106,7 @@ def analyze(run: RunData, out_dir: Path) -> Section:
     if not targets:
         section.skipped = "The run has no choice-type target, so there are no label distributions to compare."
         return section
-    items = run.items
+    items = run.first_seed_items
     train_labels = {source: [ex.answer for ex in run.train_examples(source)] for source in run.sources}
     tables, confusions = [], {}
     for target in targets:
@@ -129,6 +129,8 @@ def analyze(run: RunData, out_dir: Path) -> Section:
     section.figures = [_confusion_grid(out_dir / "labels_confusion.png", confusions, run.models),
                        _prior_figure(out_dir / "labels_prior.png", table)]
     section.reading = _reading(table)
+    if run.n_seeds > 1:
+        section.reading += f" Predictions are those of each source's first-seed adapter (of {run.n_seeds} seeds)."
     return section
 
 

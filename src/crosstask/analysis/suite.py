@@ -63,7 +63,7 @@ def analyze_run(run_dir: Union[str, Path, RunData], only: Optional[list[str]] = 
     _ = run.matrix  # fail early, before any analysis, when the run is unfinished
     out_dir = run.root / "analysis"
     out_dir.mkdir(exist_ok=True)
-    key = cells_key(run.store.cells(), run.models, run.targets)
+    key = cells_key(run.store.cells(), run.evaluated_models, run.targets)
     recorded = read_sections(run.root, key)
     for name in names:
         on_start(name)

@@ -124,7 +124,8 @@ def analyze(run: RunData, out_dir: Path, n_resamples: int = 1000, min_items: int
         relations[target] = pd.Series(parsed[start:start + len(texts)], index=range(len(texts)))
         start += len(texts)
 
-    scores = run.items.pivot(index=["target", "item"], columns="model", values="correct").astype(float)
+    # Per item, the mean over a source's seeds.
+    scores = run.items.pivot_table(index=["target", "item"], columns="model", values="correct", aggfunc="mean")
     tables = []
     for target in run.targets:
         target_scores = scores.loc[target]

@@ -25,11 +25,13 @@ def compare_variants(items: pd.DataFrame, pairs: list[tuple[str, str]], n_resamp
                      seed: int = 0) -> pd.DataFrame:
     """One row per (variant, target): the variant's score minus its original source's, with a paired interval.
 
-    ``items`` has columns model, target, item, correct; ``pairs`` lists (source, variant) model names.
+    ``items`` has columns model, target, item, correct and optionally replicate (the training seed: both
+    sides' seeds are resampled); ``pairs`` lists (source, variant) model names.
     """
     tables = []
+    columns = ["model", "target", "item", *(["replicate"] if "replicate" in items else []), "correct"]
     for source, variant in pairs:
-        pair_items = items.loc[items["model"].isin([source, variant]), ["model", "target", "item", "correct"]]
+        pair_items = items.loc[items["model"].isin([source, variant]), columns]
         compared = paired_bootstrap(pair_items, n_resamples=n_resamples, seed=seed, base=source)
         scores = pair_items.groupby(["model", "target"])["correct"].mean()
         compared = compared.rename(columns={"model": "variant", "delta": "difference"})
