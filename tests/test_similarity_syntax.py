@@ -149,11 +149,50 @@ def test_row_null_ignores_a_pure_row_effect_that_the_cell_null_calls_significant
     assert np.isnan(permutation_spearman(x, np.zeros(48), rows, 10, np.random.default_rng(0))[0])
 
 
+def test_margins_null_ignores_shared_column_effects_that_the_row_null_calls_significant():
+    # Two "math" targets: every adapter loses on them and their texts resemble no source (low similarity).
+    rng = np.random.default_rng(3)
+    column_effect = np.array([0, 0, 0, 0, 0, 0, -1, -1.0])
+    sim = np.tile(column_effect, (6, 1)) + rng.normal(0, 0.05, (6, 8))
+    transfer = np.tile(column_effect, (6, 1)) + rng.normal(0, 0.05, (6, 8))
+    tested = np.ones((6, 8), bool)
+    _, p_rows, _ = permutation_spearman(sim.ravel(), transfer.ravel(), np.repeat(np.arange(6), 8), 999,
+                                        np.random.default_rng(0))
+    _, p_margins, _ = similarity.mantel_interaction(sim, transfer, tested, 999, np.random.default_rng(0))
+    assert p_rows <= 0.002 and p_margins > 0.05
+
+
+def test_margins_null_finds_pair_specific_transfer_beyond_row_and_column_effects():
+    rng = np.random.default_rng(4)
+    pairs = rng.normal(0, 1, (6, 8))  # which source suits which target
+    sim = pairs + np.linspace(0, 3, 8)[None, :] + rng.normal(0, 0.2, (6, 8))
+    transfer = pairs + np.linspace(3, 0, 6)[:, None] - np.linspace(0, 5, 8)[None, :] + rng.normal(0, 0.2, (6, 8))
+    rho, p, null = similarity.mantel_interaction(sim, transfer, np.ones((6, 8), bool), 999,
+                                                        np.random.default_rng(0))
+    assert rho > 0.8 and p <= 0.002 and len(null) == 999
+    residual = similarity.double_centred(transfer, np.ones((6, 8), bool))
+    np.testing.assert_allclose(residual.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(residual.mean(axis=1), 0, atol=1e-12)
+
+
+def test_variants_of_one_source_count_as_one_row_under_the_margins_null():
+    datasets = synthetic_datasets(6, seed=1)
+    sources = {name: texts for name, texts in list(datasets.items())[:4]}
+    sources |= {f"d0+copy{i}": sources["d0"] for i in range(3)}  # variants: the same data, moving together
+    targets = {f"t_{name}": texts[::-1][:20] for name, texts in datasets.items()}
+    transfer = pd.DataFrame(np.random.default_rng(0).normal(size=(7, 6)), index=list(sources), columns=list(targets))
+    clusters = {f"d0+copy{i}": "d0" for i in range(3)}
+    fit = DatasetSimilarity("style", n_permutations=99).fit(sources, targets, transfer, clusters=clusters)
+    assert fit.n_cells_ == 4 * 6
+    assert DatasetSimilarity("style", n_permutations=99).fit(sources, targets, transfer).n_cells_ == 7 * 6
+
+
 def test_similarity_reading_flips_with_the_p_value():
     fits = {kind: DatasetSimilarity(kind) for kind in similarity.KINDS}
     for fit in fits.values():
         fit.spearman_, fit.p_value_, fit.n_cells_ = 0.1, 0.6, 42
     assert similarity.reading(fits).startswith("Neither style similarity (ρ = +0.10, p = 0.60)")
+    assert "every source's and target's own effect is kept" in similarity.reading(fits)
     fits["semantic"].spearman_, fits["semantic"].p_value_ = 0.55, 0.004
     text = similarity.reading(fits)
     assert text.startswith("Semantic similarity tracks transfer (ρ = +0.55, p = 0.004) but style similarity does not")

@@ -16,10 +16,17 @@ input, trigger and gold target), rendered the same way for sources and targets s
 target of the same task are compared like with like.
 
 The test: Spearman's rho between similarity and transfer over the cells, with a permutation p-value.
-The default null (``null="rows"``) shuffles the transfer values among the targets of each source,
-independently per source. It keeps each adapter's general gain (the paper's first trait), so a small p
-means similarity predicts *which targets* an adapter helps, not merely that some adapters help
-everywhere. ``null="cells"`` shuffles all cells (a looser null: a row effect alone can make it small).
+Both matrices have strong row and column effects: some adapters help everywhere, every non-math
+adapter hurts both math targets, and math texts differ in style from all the rest. Those effects alone
+would make a cell-level correlation look significant. The default null (``null="margins"``) keeps them:
+both matrices are double-centred (each cell minus its row and column effects, fitted on the tested
+cells) and rho is taken between the residuals; the null distribution permutes the sources and the
+targets of the similarity matrix independently (a Mantel-style test with both margins kept), so a
+small p means similarity predicts *which source-target pairs* transfer beyond what each source and each
+target does on average. Variants of one source (its balanced, mislabeled... copies) are averaged into
+one row first: they share their data and move together, so they are not independent evidence.
+``null="rows"`` shuffles transfer within each source row (keeps row effects only: anti-conservative
+when targets have main effects); ``null="cells"`` shuffles all cells (looser still).
 Cells where the source and target are the same task can be left out (``exclude``): there the adapter
 trained on the target's own task, which trivially makes both similarity and transfer high.
 """
@@ -36,12 +43,13 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Rectangle
 from scipy.stats import rankdata
 
+from ..files import save_figure, save_table
 from ..sections import Figure, Section
 from .base import RunData
 from .features import embed_texts, sample_texts, style_features
 
 KINDS = ("style", "semantic")
-NULLS = ("rows", "cells")
+NULLS = ("margins", "rows", "cells")
 ALPHA = 0.05
 DPI = 150
 SIMILARITY_LABELS = {
@@ -53,7 +61,7 @@ SIMILARITY_LABELS = {
 class DatasetSimilarity:
     """Similarity between every source and target dataset, and its rank correlation with transfer."""
 
-    def __init__(self, kind: str = "style", n_permutations: int = 1000, seed: int = 0, null: str = "rows",
+    def __init__(self, kind: str = "style", n_permutations: int = 1000, seed: int = 0, null: str = "margins",
                  max_texts: int | None = 200):
         self.kind = kind
         self.n_permutations = n_permutations
@@ -62,10 +70,13 @@ class DatasetSimilarity:
         self.max_texts = max_texts  # semantic only: embedding is the slow part, style features use every text
 
     def fit(self, source_texts: dict[str, list[str]], target_texts: dict[str, list[str]],
-            transfer: pd.DataFrame | None = None, exclude=()) -> DatasetSimilarity:
+            transfer: pd.DataFrame | None = None, exclude=(), clusters: dict[str, str] | None = None
+            ) -> DatasetSimilarity:
         """Similarity of every source/target pair; with ``transfer`` (sources x targets, adapter minus base) the test.
 
-        ``exclude``: (source, target) cells left out of the test (e.g. same-task cells).
+        ``exclude``: (source, target) cells left out of the test (e.g. same-task cells). ``clusters`` maps a
+        source to the cluster it belongs to (a variant to its original source; default: each its own);
+        under the ``margins`` null a cluster's rows are averaged into one.
         """
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
@@ -95,7 +106,11 @@ class DatasetSimilarity:
         self.spearman_, self.p_value_, self.n_cells_ = float("nan"), float("nan"), 0
         self.null_distribution_ = np.array([])
         if transfer is not None:
-            self._test(self._aligned(transfer), exclude)
+            aligned = self._aligned(transfer)
+            if self.null == "margins":
+                self._test_interaction(aligned, exclude, clusters or {})
+            else:
+                self._test(aligned, exclude)
         return self
 
     def _mean_embeddings(self, datasets: dict[tuple, list[str]]) -> pd.DataFrame:
@@ -132,6 +147,61 @@ class DatasetSimilarity:
         rng = np.random.default_rng(self.seed)
         self.spearman_, self.p_value_, self.null_distribution_ = permutation_spearman(
             similarity, values, rows if self.null == "rows" else np.zeros_like(rows), self.n_permutations, rng)
+
+
+    def _test_interaction(self, transfer: pd.DataFrame, exclude, clusters: dict[str, str]) -> None:
+        excluded = set(map(tuple, exclude))
+        cluster_of = [clusters.get(source, source) for source in transfer.index]
+        names = list(dict.fromkeys(cluster_of))
+        similarity = self.similarity_.groupby(cluster_of, sort=False).mean().loc[names].to_numpy()
+        values = transfer.groupby(cluster_of, sort=False).mean().loc[names].to_numpy()
+        # Variants share their source's task, so a cluster's cell is same-task exactly when its members' are.
+        tested = np.array([[(source, target) not in excluded for target in transfer.columns]
+                           for source in transfer.index])
+        tested = pd.DataFrame(tested).groupby(cluster_of, sort=False).all().to_numpy()
+        self.n_cells_ = int(tested.sum())
+        if self.n_cells_ < 3 or min(values.shape) < 3:
+            return
+        rng = np.random.default_rng(self.seed)
+        self.spearman_, self.p_value_, self.null_distribution_ = mantel_interaction(
+            similarity, values, tested, self.n_permutations, rng)
+
+
+def double_centred(values: np.ndarray, tested: np.ndarray, sweeps: int = 50) -> np.ndarray:
+    """``values`` minus additive row and column effects fitted on the ``tested`` cells (others: NaN)."""
+    kept = np.where(tested, values, np.nan)
+    rows, columns = np.zeros(kept.shape[0]), np.zeros(kept.shape[1])
+    grand = np.nanmean(kept)
+    for _ in range(sweeps):  # alternating means: exact in one sweep when every cell is tested
+        rows = np.nanmean(kept - grand - columns[None, :], axis=1)
+        columns = np.nanmean(kept - grand - rows[:, None], axis=0)
+    return kept - grand - rows[:, None] - columns[None, :]
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    x_ranks, y_ranks = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
+    scale = np.sqrt((x_ranks**2).sum() * (y_ranks**2).sum())
+    return float(x_ranks @ y_ranks / scale) if scale > 0 else float("nan")
+
+
+def mantel_interaction(similarity: np.ndarray, transfer: np.ndarray, tested: np.ndarray, n_permutations: int,
+                       rng: np.random.Generator) -> tuple[float, float, np.ndarray]:
+    """Spearman rho between the double-centred similarity and transfer on the tested cells, and its two-sided
+    p-value against permutations of the similarity matrix's rows and columns (each margin kept whole).
+
+    Returns (rho, p, null rhos); rho and p are NaN when either residual is constant.
+    """
+    residual = double_centred(transfer, tested)[tested]
+    rho = _spearman(double_centred(similarity, tested)[tested], residual)
+    if np.isnan(rho):
+        return float("nan"), float("nan"), np.array([])
+    n_rows, n_columns = similarity.shape
+    null = np.array([
+        _spearman(double_centred(similarity[np.ix_(rng.permutation(n_rows), rng.permutation(n_columns))],
+                                 tested)[tested], residual)
+        for _ in range(n_permutations)])
+    extreme = np.abs(np.nan_to_num(null)) >= abs(rho) - 1e-12
+    return rho, float((1 + extreme.sum()) / (1 + n_permutations)), null
 
 
 def style_similarity(features: pd.DataFrame) -> pd.DataFrame:
@@ -193,7 +263,7 @@ def same_task_cells(run: RunData) -> list[tuple[str, str]]:
             if run.source_spec(source).name == run.target_spec(target).name]
 
 
-def analyze(run: RunData, out_dir: Path, n_permutations: int = 1000, null: str = "rows", seed: int = 0) -> Section:
+def analyze(run: RunData, out_dir: Path, n_permutations: int = 1000, null: str = "margins", seed: int = 0) -> Section:
     """Writes similarity_{style,semantic}.csv/.png, similarity_tests.csv and similarity_vs_transfer.png."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,37 +271,39 @@ def analyze(run: RunData, out_dir: Path, n_permutations: int = 1000, null: str =
     target_texts = {name: rendered_texts(run.target_spec(name), run.eval_examples(name)) for name in run.targets}
     excluded = same_task_cells(run)
     transfer = run.delta
+    clusters = {variant: source for source, variant in run.experiment.variant_pairs()}
 
     fits, tables, figures, rows = {}, [], [], []
     for kind in KINDS:
         started = time.perf_counter()
         fit = DatasetSimilarity(kind, n_permutations=n_permutations, null=null, seed=seed).fit(
-            source_texts, target_texts, transfer, exclude=excluded)
+            source_texts, target_texts, transfer, exclude=excluded, clusters=clusters)
         fits[kind] = fit
         rows.append({"kind": kind, "spearman": fit.spearman_, "p_value": fit.p_value_, "n_cells": fit.n_cells_,
                      "n_permutations": n_permutations, "null": null, "seconds": time.perf_counter() - started})
         table = out_dir / f"similarity_{kind}.csv"
-        fit.similarity_.to_csv(table, float_format="%.6g")
+        save_table(fit.similarity_, table, float_format="%.6g")
         tables.append(table)
         path = out_dir / f"similarity_{kind}.png"
-        _heatmap(fit.similarity_, kind, excluded).savefig(path, dpi=DPI)
+        save_figure(_heatmap(fit.similarity_, kind, excluded), path, DPI)
         figures.append(Figure(
             f"{kind.capitalize()} similarity of source and target data",
             f"{SIMILARITY_LABELS[kind].capitalize()} between each source's training texts (rows) and each "
             "target's evaluation texts (columns); outlined cells are the same task.", path))
     tests = out_dir / "similarity_tests.csv"
-    pd.DataFrame(rows).to_csv(tests, index=False, float_format="%.6g")
+    save_table(pd.DataFrame(rows), tests, index=False, float_format="%.6g")
     tables.append(tests)
 
     path = out_dir / "similarity_vs_transfer.png"
-    _scatter(fits, transfer, excluded).savefig(path, dpi=DPI)
-    null_text = "within each source row" if null == "rows" else "across all cells"
+    save_figure(_scatter(fits, transfer, excluded), path, DPI)
     figures.append(Figure(
         "Similarity against transfer",
-        f"Each point is one adapter on one target; Spearman rho and the permutation p ({n_permutations} shuffles "
-        f"of transfer {null_text}) use the cross-task cells only (hollow points are same-task cells).", path))
+        f"Each point is one adapter on one target; Spearman rho and the permutation p ({n_permutations} "
+        f"permutations; null: {NULL_TEXT[null]}) use the cross-task cells only (hollow points are same-task "
+        "cells).", path))
 
-    section = Section("similarity", "Dataset similarity and transfer", reading(fits), tables=tables, figures=figures)
+    section = Section("similarity", "Dataset similarity and transfer", reading(fits, null=null), tables=tables,
+                      figures=figures)
     if all(np.isnan(fit.spearman_) for fit in fits.values()):
         section.skipped = (f"only {fits['style'].n_cells_} cross-task cells or constant transfer: "
                            "no correlation to test")
@@ -242,8 +314,20 @@ def _p_text(p: float) -> str:
     return f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
 
 
-def reading(fits: dict[str, DatasetSimilarity], alpha: float = ALPHA) -> str:
-    """One sentence from the two tests; it says similarity explains transfer only where p < alpha."""
+NULL_TEXT = {
+    "margins": "rows and columns of the similarity matrix permuted, both matrices double-centred, so every "
+               "source's and target's own effect is kept; a source's variants count as one source",
+    "rows": "transfer shuffled within each source row (keeps each adapter's average gain, not the targets')",
+    "cells": "transfer shuffled across all cells",
+}
+
+
+def reading(fits: dict[str, DatasetSimilarity], alpha: float = ALPHA, null: str = "margins") -> str:
+    """Sentences from the two tests, naming the null; similarity explains transfer only where p < alpha."""
+    return _verdict(fits, alpha) + f" (Null: {NULL_TEXT[null]}.)"
+
+
+def _verdict(fits: dict[str, DatasetSimilarity], alpha: float) -> str:
     n_cells = fits["style"].n_cells_
     if all(np.isnan(fit.spearman_) for fit in fits.values()):
         return (f"Similarity cannot be tested against transfer in this run: {n_cells} cross-task cells, "
