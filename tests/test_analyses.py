@@ -100,11 +100,10 @@ def test_analyze_writes_tables_figures_and_report_sections(run_copy):
 def test_sections_go_stale_when_the_cells_change(run_copy):
     analyze_run(run_copy, only=["asymmetry"])
     assert "Asymmetry of transfer" in api.report(run_copy).read_text()
-    import sqlite3
+    from crosstask.pipeline import stored_experiment
 
-    with sqlite3.connect(run_copy / "results.sqlite") as connection:
-        connection.execute("UPDATE cells SET key = 'changed' WHERE model = 'base' AND target = 'nli'")
-    report = api.report(run_copy).read_text()
+    changed = stored_experiment(run_copy).model_dump() | {"eval_examples": 6}  # re-evaluates every cell
+    report = api.run(changed, out_dir=run_copy, progress=False).read_text()
     assert "Asymmetry of transfer" not in report and "run `crosstask analyze` again" in report
 
 
@@ -185,12 +184,61 @@ def test_prediction_recovers_a_transfer_that_follows_a_feature():
     assert scores.at["mean_row", "mae"] > 5 * scores.at["features", "mae"]
 
 
+def test_leave_one_source_out_takes_the_held_out_sources_variants_out_too():
+    from crosstask.analysis.prediction import leave_one_source_out, score_predictions
+
+    rng = np.random.default_rng(1)
+    sources = ["a", "a+copy", "b", "c", "d"]
+    targets = [f"t{j}" for j in range(5)]
+    index = pd.MultiIndex.from_product([sources, targets], names=["source", "target"])
+    features = pd.DataFrame({"noise": rng.normal(size=len(index))}, index=index)
+    delta = pd.DataFrame(rng.normal(size=(5, 5)), index=sources, columns=targets)
+    delta.loc["a+copy"] = delta.loc["a"]  # a variant shares its source's data and moves with it
+    embeddings = {source: rng.normal(size=4) for source in sources}
+    embeddings["a+copy"] = embeddings["a"] + 1e-6
+    leaky = score_predictions(leave_one_source_out(features, delta, embeddings)).set_index(["source", "method"])
+    clean = score_predictions(leave_one_source_out(features, delta, embeddings, clusters={"a+copy": "a"})
+                              ).set_index(["source", "method"])
+    assert leaky.at[("a", "nearest_by_embedding"), "mae"] == 0  # copied from its own variant
+    assert clean.at[("a", "nearest_by_embedding"), "mae"] > 0.3
+
+
+def test_ranking_scores_on_hand_built_rankings():
+    from crosstask.analysis.prediction import ranking_scores
+
+    measured = [0.30, 0.10, 0.00, -0.20]
+    perfect = pd.DataFrame({"source": list("abcd"), "target": "t", "method": "features", "measured": measured,
+                            "predicted": measured})
+    reversed_ = perfect.assign(method="mean_row", predicted=[-value for value in measured])
+    table = ranking_scores(pd.concat([perfect, reversed_]), k=3).set_index("method")
+    assert table.at["features", "ndcg"] == pytest.approx(1.0) and table.at["features", "regret"] == 0
+    assert table.at["mean_row", "regret"] == pytest.approx(0.30 - 0.10)  # its top 3 are d, c, b
+    assert 0 < table.at["mean_row", "ndcg"] < 1
+    same_task = ranking_scores(perfect, exclude=[("a", "t")], k=3).iloc[0]
+    assert same_task["candidates"] == 3 and same_task["regret"] == 0
+
+
+def test_ridge_alpha_is_chosen_by_leaving_whole_sources_out():
+    from crosstask.analysis.prediction import TransferPredictor
+
+    rng = np.random.default_rng(2)
+    sources, targets = [f"s{i}" for i in range(5)], [f"t{j}" for j in range(4)]
+    index = pd.MultiIndex.from_product([sources, targets], names=["source", "target"])
+    features = pd.DataFrame({"x": rng.normal(size=len(index))}, index=index)
+    delta = (0.1 * features["x"]).unstack("target") + rng.normal(0, 0.01, (5, 4))
+    fitted = TransferPredictor().fit(features, delta)
+    assert fitted.alpha_ in list(TransferPredictor().alphas)
+    assert TransferPredictor().fit(features.loc[["s0", "s1"]], delta.loc[["s0", "s1"]]).alpha_ > 0  # too few to CV
+
+
 def test_prediction_analysis_and_predict_command(run_copy, capsys):
     sections = analyze_run(run_copy, only=["prediction"])
     scores = pd.read_csv(run_copy / "analysis" / "prediction.csv")
     assert set(scores["method"]) == {"features", "mean_row", "nearest_by_embedding"}
     assert set(scores["source"]) == {"sentiment_binary", "word_problems", "nli"}
-    assert "mean absolute error" in sections[0].reading
+    assert "mean absolute error" in sections[0].reading and "NDCG@3" in sections[0].reading
+    summary = pd.read_csv(run_copy / "analysis" / "prediction_summary.csv").set_index("method")
+    assert (summary["mae_low"] <= summary["mae"]).all() and (summary["mae"] <= summary["mae_high"]).all()
     assert main(["predict", str(run_copy), "--source", "{task: toxicity, examples: 10}"]) == 0
     printed = capsys.readouterr().out
     assert "sentiment_3way" in printed and (run_copy / "analysis" / "predict_toxicity.csv").is_file()

@@ -213,7 +213,7 @@ def test_seed_replicates_train_one_adapter_per_seed_and_the_matrix_is_their_mean
     one_seed = settings | {"sources": ["sentiment_binary", "toxicity"], "targets": ["sentiment_binary", "toxicity"]}
     api.run(one_seed, out_dir=run_dir, progress=False)
     first = Workspace(run_dir).store.adapters().set_index("name")["key"]
-    api.run(one_seed | {"seeds": [0, 1]}, out_dir=run_dir, progress=False)
+    api.run(one_seed, out_dir=run_dir, progress=False, seeds=[0, 1])  # as `crosstask run --seeds 0 1`
     adapters = Workspace(run_dir).store.adapters().set_index("name")["key"]
     assert sorted(adapters.index) == ["sentiment_binary", "sentiment_binary@seed1", "toxicity", "toxicity@seed1"]
     assert adapters["sentiment_binary"] == first["sentiment_binary"]  # seed 0's adapter was kept, not retrained

@@ -225,6 +225,24 @@ def test_dependency_ratios_on_hand_built_items():
 
     rare = DependencyRatios(min_items=4).fit(relations, base, adapter).table_
     assert list(rare["relation"]) == ["nsubj"]
+    assert np.isnan(table.loc["nsubj", "interaction"])  # in every item: nothing to compare it with
+
+
+def test_a_relation_is_credited_only_for_gains_beyond_the_rest_of_the_target():
+    rng = np.random.default_rng(0)
+    relations = [{"amod"} if i % 2 else {"det"} for i in range(80)]
+    base = rng.random(80) < 0.3
+    everywhere = base | (rng.random(80) < 0.6)  # the adapter gains on every kind of item
+    fit = DependencyRatios(n_resamples=500, min_items=5).fit(relations, base, everywhere).table_.set_index("relation")
+    assert (fit["difference_low"] > 0).all()  # against zero, both relations look like gains
+    assert (fit["interaction_p"] > 0.05).all()  # against the items without them, neither is
+    on_amod = base | (np.array([bool(i % 2) for i in range(80)]) & (rng.random(80) < 0.8))
+    fit = DependencyRatios(n_resamples=500, min_items=5).fit(relations, base, on_amod).table_.set_index("relation")
+    amod = fit.loc["amod"]
+    assert amod["interaction"] > 0.3 and amod["interaction_low"] > 0 and amod["interaction_p"] < 1e-4
+    assert amod["difference"] - amod["difference_without"] == pytest.approx(amod["interaction"])
+    candidates = syntax.with_adjusted_p(fit.reset_index().assign(adapter="a", target="t", target_items=80))
+    assert list(candidates.loc[syntax.reliable_rows(candidates), "relation"]) == ["amod"]
 
 
 def test_dependency_ratios_align_series_on_item_ids_and_reject_bad_input():

@@ -16,6 +16,7 @@ import pandas as pd
 from . import pipeline
 from .config import Experiment, TaskRef, load_experiment, parse_experiment, validate_settings
 from .errors import CrosstaskError
+from .files import save_table
 from .progress import Reporter, reporting
 from .store import Store
 from .tasks.base import Example
@@ -37,17 +38,21 @@ def experiment(spec: ExperimentLike) -> Experiment:
 
 def run(spec: ExperimentLike, out_dir: Optional[Union[str, Path]] = None, progress: bool = True,
         executor=None, device: Optional[str] = None, backend: Optional[str] = None,
-        address: Optional[str] = None) -> Path:
+        address: Optional[str] = None, replace: bool = False, seeds: Optional[list[int]] = None) -> Path:
     """Run or resume an experiment; returns the path of ``report.html``.
 
     ``device``, ``backend`` and ``executor`` (a name such as "ray", or an executor object) override the
-    experiment's settings; ``address`` is the Ray cluster to join ("auto", "ray://host:10001").
+    experiment's settings; ``address`` is the Ray cluster to join ("auto", "ray://host:10001");
+    ``seeds`` its training seeds.
+    An ``out_dir`` holding another experiment's results is refused unless ``replace`` (which discards them).
     """
     parsed = with_overrides(experiment(spec), device=device, backend=backend, executor=executor, address=address)
+    if seeds is not None:
+        parsed = validate_settings(Experiment, parsed.model_dump() | {"seeds": list(seeds)}, "--seeds")
     base_dir = Path(spec).parent if isinstance(spec, (str, Path)) else Path(".")
     out = Path(out_dir) if out_dir is not None else Path("runs") / parsed.name
     return pipeline.run(parsed, out, base_dir=base_dir, executor=None if isinstance(executor, (str, type(None)))
-                        else executor, reporter=Reporter(enabled=progress))
+                        else executor, reporter=Reporter(enabled=progress), replace=replace)
 
 
 def with_overrides(settings, device: Optional[str] = None, backend: Optional[str] = None, executor=None,
@@ -127,7 +132,7 @@ def predict(run_dir: Union[str, Path], source: Union[str, dict, TaskRef]) -> pd.
     table = predict_new_source(run, ref)
     out = Path(run_dir) / "analysis"
     out.mkdir(exist_ok=True)
-    table.to_csv(out / f"predict_{ref.label}.csv", index=False, float_format="%.4f")
+    save_table(table, out / f"predict_{ref.label}.csv", index=False, float_format="%.4f")
     return table
 
 

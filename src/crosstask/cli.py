@@ -14,7 +14,8 @@ def _run(args) -> None:
     from . import api
 
     report = api.run(args.experiment, out_dir=args.out, progress=not args.quiet, executor=args.executor,
-                     device=args.device, backend=args.backend, address=args.address)
+                     device=args.device, backend=args.backend, address=args.address, replace=args.replace,
+                     seeds=args.seeds)
     print(f"report: {report}")
 
 
@@ -105,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment", help="experiment YAML file")
     run.add_argument("--out", default=None, help="run directory (default: runs/<name>); an existing one is resumed")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--replace", action="store_true",
+                     help="discard the results of another experiment in --out (refused without it)")
+    run.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
+                     help="training seeds: one adapter per source and seed (default: the YAML's)")
     run.add_argument("--backend", help="model backend for evaluation: hf or vllm (default: the YAML's, else hf)")
     _where_options(run)
     run.set_defaults(handler=_run)

@@ -46,3 +46,13 @@ def replace_folder(finished: Path, final: Path) -> None:
 
 def adapter_files_present(folder: Union[str, Path]) -> bool:
     return (Path(folder) / ADAPTER_WEIGHTS).is_file()
+
+
+def save_figure(figure, path: Union[str, Path], dpi: int) -> Path:
+    """A matplotlib figure saved as a PNG through :func:`write_atomically`."""
+    return write_atomically(path, lambda stream: figure.savefig(stream, format="png", dpi=dpi))
+
+
+def save_table(frame, path: Union[str, Path], **to_csv) -> Path:
+    """A DataFrame written as CSV through :func:`write_atomically` (``to_csv`` options as pandas takes them)."""
+    return write_atomically(path, frame.to_csv(**to_csv))

@@ -7,12 +7,15 @@ the model as quantized, so it is converted once into a plain safetensors folder 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
 import os
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,3 +159,64 @@ def load_model(resolved: ResolvedModel, dtype, device=None):
 
 def _contiguous_input(module, args):
     return (args[0].contiguous(), *args[1:])
+
+
+HUB_PROBE_TIMEOUT = 5.0  # seconds: one request, no retries, before anything is written
+
+
+def check_available(resolved: ResolvedModel) -> None:
+    """Fail in one line when a hub model is neither in the local Hugging Face cache nor reachable, instead
+    of the minute of retries transformers would spend once the run has started."""
+    if not resolved.key.startswith("hub:"):
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(resolved.location, "config.json"), str):
+        return
+    advice = (f"download it first (`hf download {resolved.location}`, with network) or give a local folder "
+              "as base_model")
+    if constants.HF_HUB_OFFLINE:
+        raise ModelError(f"model {resolved.name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                         f"{advice}")
+    url = f"{constants.ENDPOINT}/api/models/{resolved.location}"
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_PROBE_TIMEOUT).close()
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            raise ModelError(f"model {resolved.name!r} does not exist on {constants.ENDPOINT} "
+                             "(or is private: log in with `hf auth login`)") from None
+        # 401/403: gated or private; transformers will use the user's token
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise ModelError(f"model {resolved.name!r} is not in the local Hugging Face cache and "
+                         f"{constants.ENDPOINT} is unreachable ({reason}); {advice}") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _modules(location: str, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(every module's path, the last parts of the linear layers' paths), from the config alone:
+    the model is built on torch's meta device, so no weights are read, whatever its size."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    quiet_transformers()
+    try:
+        config = AutoConfig.from_pretrained(location)
+    except Exception as error:
+        raise ModelError(f"cannot read the config of model {name!r}: {str(error).splitlines()[0]}") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    modules = [(path, module) for path, module in model.named_modules() if path]
+    linear = sorted({path.rsplit(".", 1)[-1] for path, module in modules if isinstance(module, torch.nn.Linear)})
+    return tuple(path for path, _ in modules), tuple(linear)
+
+
+def check_target_modules(resolved: ResolvedModel, target_modules: list[str], where: str) -> None:
+    """Every LoRA target module must name a module of the model (PEFT matches a module by its name or the
+    end of its path); "all-linear" is PEFT's shorthand for every linear layer."""
+    paths, linear = _modules(resolved.location, resolved.name)
+    unknown = [key for key in target_modules if key != "all-linear"
+               and not any(path == key or path.endswith("." + key) for path in paths)]
+    if unknown:
+        raise ModelError(f"{where}: {', '.join(map(repr, unknown))} is not a module of {resolved.name!r}; "
+                         f"its linear layers are {', '.join(linear)}")

@@ -9,6 +9,7 @@ exports the tables and the report.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from .errors import CrosstaskError
 from .files import write_atomically
 from .jobs import AdapterRef, BackendSpec, Cell, EvalJob, Job, ModelSpec, TrainJob
 from .keys import BASE, SCORING_VERSION, TRAINING_VERSION, content_key
-from .models import ResolvedModel, resolve_model
+from .models import ResolvedModel, check_available, check_target_modules, resolve_model
 from .progress import Reporter
 from .sections import cells_key, read_sections, recorded_sections_exist
 from .store import Store
@@ -96,6 +97,10 @@ def plan(experiment: Experiment, base_dir: Path = Path("."), root: Path = Path("
         resolve(ref).options(ref.options)
     backend_version = check_backend(experiment.backend.name, experiment.backend.options)
     model = resolve_model(experiment.base_model)
+    check_available(model)
+    for ref in experiment.source_refs:
+        where = "lora.target_modules" if "target_modules" not in ref.lora else f"{ref.label}: lora.target_modules"
+        check_target_modules(model, experiment.lora_for(ref).target_modules, where)
     dtype = planned_dtype(experiment.precision, experiment.device)
     base_key = model_key(model, dtype)
 
@@ -203,16 +208,23 @@ def check_where(experiment, executor) -> None:
 
 
 def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), executor=None,
-        reporter: Optional[Reporter] = None) -> Path:
-    """Run (or resume) an experiment into ``out_dir``; returns the path of the report."""
+        reporter: Optional[Reporter] = None, replace: bool = False) -> Path:
+    """Run (or resume) an experiment into ``out_dir``; returns the path of the report.
+
+    A directory that holds another experiment's results (another name) is refused unless ``replace``,
+    which discards them first; nothing is written before the plan is complete.
+    """
     reporter = reporter or Reporter(enabled=False)
+    out_dir = Path(out_dir)
     the_plan = plan(experiment, base_dir, out_dir)
     executor = executor or make_executor(experiment)
     check_where(experiment, executor)
+    _claim(out_dir, experiment.name, replace)
     workspace = Workspace(out_dir)
     workspace.clear_scratch()
     write_atomically(workspace.root / "experiment.yaml", yaml.safe_dump(experiment.compact_dump(), sort_keys=False))
-    run_id = workspace.store.start_run(experiment.model_dump_json(), the_plan.model.name, the_plan.model.key)
+    run_id = workspace.store.start_run(experiment.model_dump_json(), the_plan.model.name, the_plan.model.key,
+                                       str(Path(base_dir).resolve()))
     todo = workspace.pending(the_plan.jobs)
     reporter.log(f"{experiment.name}: {len(the_plan.jobs) - len(todo)} of {len(the_plan.jobs)} jobs already done"
                  f" ({executor.name} executor, {experiment.backend.name} backend)")
@@ -222,6 +234,28 @@ def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), execu
     workspace.store.finish_run(run_id)
     reporter.log(f"jobs finished in {time.perf_counter() - started:.0f} s")
     return export(workspace.root, workspace.store, experiment)
+
+
+RUN_OUTPUTS = ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "adapters", "analysis", "heads")
+
+
+def _claim(out_dir: Path, name: str, replace: bool) -> None:
+    """Refuse a run directory that holds another experiment's results, or (``replace``) discard them."""
+    latest = Store.peek_latest_run(out_dir / "results.sqlite")
+    if latest is None:
+        return
+    stored_name = json.loads(latest["experiment"]).get("name")
+    if stored_name == name:
+        return
+    if not replace:
+        raise CrosstaskError(f"{out_dir} holds the results of experiment {stored_name!r}, not {name!r}; give "
+                             "another --out, or --replace to discard them")
+    for entry in RUN_OUTPUTS:
+        path = out_dir / entry
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def export(root: Path, store: Store, experiment: Experiment) -> Path:
@@ -286,6 +320,45 @@ def stored_experiment(root: Path) -> Experiment:
     return parse_experiment(json.loads(latest["experiment"]), str(root))
 
 
+def stored_base_dir(root: Path) -> Path:
+    """The folder of the experiment file a run directory was last run from (its data paths resolve against it)."""
+    latest = open_store(root).latest_run() or {}
+    return Path(latest.get("base_dir") or ".")
+
+
+def check_current(store: Store, the_plan: Plan, root: Path) -> None:
+    """Fail in one line when the stored cells are not all those of the plan: missing ones (an unfinished
+    run) or ones made with other settings (a run killed after its settings changed)."""
+    stored = store.cells().set_index(["model", "target"])["key"].to_dict()
+    missing, stale = [], []
+    for job in the_plan.jobs:
+        for cell in getattr(job, "cells", ()):
+            key = stored.get((cell.model, job.target))
+            if key is None:
+                missing.append((cell.model, job.target))
+            elif key != cell.key:
+                stale.append((cell.model, job.target))
+    if not (missing or stale):
+        return
+    total = sum(len(getattr(job, "cells", ())) for job in the_plan.jobs)
+    parts = []
+    if stale:
+        parts.append(f"{len(stale)} of {total} cells were made with other settings than the run's "
+                     f"(e.g. {stale[0][0]!r} on {stale[0][1]!r})")
+    if missing:
+        parts.append(f"{len(missing)} of {total} cells are missing (e.g. {missing[0][0]!r} on {missing[0][1]!r})")
+    raise CrosstaskError(f"{root}: {' and '.join(parts)}; run `crosstask run` on its experiment again to bring "
+                         "them up to date")
+
+
+def current_plan(root: Path) -> Plan:
+    """The plan of a run directory's stored settings, checked against its store."""
+    the_plan = plan(stored_experiment(root), stored_base_dir(root), root)
+    check_current(open_store(root), the_plan, root)
+    return the_plan
+
+
 def report(root: Path) -> Path:
     """Rebuild the tables and the report of a run directory from its store."""
-    return export(Path(root), open_store(root), stored_experiment(root))
+    the_plan = current_plan(Path(root))
+    return export(Path(root), open_store(root), the_plan.experiment)

@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from matplotlib.figure import Figure as MplFigure
 
 from .analysis.traits import BASE, LatentTraits
+from .files import save_figure, write_atomically
 from .sections import Figure, Section
 
 DIVERGING = "vlag"
@@ -84,8 +85,7 @@ def write_report(
         analyses_note=meta.get("analyses_note"),
     )
     path = out_dir / "report.html"
-    path.write_text(html, encoding="utf-8")
-    return path
+    return write_atomically(path, html)
 
 
 def write_study_report(out_dir: str | Path, name: str, subtitle: str, settings: dict, sections: list[Section]) -> Path:
@@ -93,8 +93,7 @@ def write_study_report(out_dir: str | Path, name: str, subtitle: str, settings: 
     html = _environment().get_template("study.html").render(
         name=name, subtitle=subtitle, settings_yaml=_as_yaml(settings), sections=sections)
     path = Path(out_dir) / "report.html"
-    path.write_text(html, encoding="utf-8")
-    return path
+    return write_atomically(path, html)
 
 
 def _environment() -> Environment:
@@ -142,7 +141,7 @@ def _heatmap(
         label.set(ha="right", rotation_mode="anchor")
     if footnote:
         figure.supxlabel(footnote, x=0.01, ha="left", fontsize=9, style="italic")
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     return path
 
 
@@ -230,7 +229,7 @@ def _scree_figure(path: Path, traits: LatentTraits) -> Figure:
     axes.set(title="Explained variance", ylabel="variance explained (%)", ylim=(0, 105))
     axes.legend(loc="center right", frameon=False, fontsize=9)
     sns.despine(ax=axes)
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     at = min(len(cumulative), 4)
     caption = (
         f"Share of the variance between adapters explained by each component (bars) and cumulatively (line); "

@@ -95,7 +95,8 @@ CREATE TABLE IF NOT EXISTS dynamics (
 );
 """
 # Columns added after the first release; older stores gain them (empty) when opened.
-ADDED_COLUMNS = {"cells": {"backend": "TEXT", "device": "TEXT"}}
+ADDED_COLUMNS = {"cells": {"backend": "TEXT", "device": "TEXT"},
+                 "runs": {"base_dir": "TEXT"}}  # the experiment file's folder: data paths resolve against it
 
 
 class Store:
@@ -116,11 +117,11 @@ class Store:
         return connection
 
     # --- runs -------------------------------------------------------------------------------
-    def start_run(self, experiment_json: str, base_model: str, model_key: str) -> int:
+    def start_run(self, experiment_json: str, base_model: str, model_key: str, base_dir: str = "") -> int:
         with closing(self._connect()) as connection, connection:
             cursor = connection.execute(
-                "INSERT INTO runs (started, experiment, base_model, model_key) VALUES (?, ?, ?, ?)",
-                (time.time(), experiment_json, base_model, model_key),
+                "INSERT INTO runs (started, experiment, base_model, model_key, base_dir) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), experiment_json, base_model, model_key, base_dir),
             )
             return int(cursor.lastrowid)
 
@@ -132,6 +133,23 @@ class Store:
         with closing(self._connect()) as connection:
             connection.row_factory = sqlite3.Row
             row = connection.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+        return dict(row) if row else None
+
+    @staticmethod
+    def peek_latest_run(path: Path) -> Optional[dict]:
+        """The latest run of the store at ``path`` (None if there is none), read without writing anything:
+        not even the schema upgrade or the WAL files an ordinary connection makes."""
+        path = Path(path)
+        if not path.is_file():
+            return None
+        # A -wal file left by a killed run may hold the latest rows: read-only mode reads it, immutable would not.
+        mode = "mode=ro" if path.with_name(path.name + "-wal").exists() else "immutable=1"
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)) as connection:
+            connection.row_factory = sqlite3.Row
+            try:
+                row = connection.execute("SELECT * FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+            except sqlite3.DatabaseError:
+                return None
         return dict(row) if row else None
 
     # --- adapters ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..files import save_table
 from ..sections import Figure, Section
 from .base import RunData, diverging_heatmap
 
@@ -40,7 +41,7 @@ def analyze(run: RunData, out_dir: Path) -> Section:
         section.skipped = f"Not computed: {reason}."
         return section
     path = out_dir / "asymmetry.csv"
-    asymmetry.table_.to_csv(path, index=False, float_format="%.4f")
+    save_table(asymmetry.table_, path, index=False, float_format="%.4f")
     section.tables = [path]
     section.figures = [_figure(out_dir / "asymmetry.png", asymmetry.matrix_ * 100)]
     top = asymmetry.table_.iloc[0]

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..config import Experiment, TaskRef, parse_experiment
 from ..errors import CrosstaskError
+from ..files import save_figure
 from ..tasks.base import Example, TaskSpec
 from ..tasks.data import resolve
 
@@ -77,6 +78,7 @@ class RunData:
         """Scores in [0, 1]: rows ``base`` then the sources (mean over their seeds' adapters), columns the targets."""
         from ..pipeline import mean_matrix
 
+        _ = self.plan  # the store must hold this run's results, and all of them
         return mean_matrix(self.store, self.experiment, self.targets).astype(float)
 
     @property
@@ -99,10 +101,17 @@ class RunData:
 
     @cached_property
     def plan(self):
-        """The run's jobs, rebuilt from its settings (the exact examples, specs and content keys)."""
-        from ..pipeline import plan
+        """The run's jobs, rebuilt from its settings (the exact examples, specs and content keys), with data
+        paths resolved as the run resolved them; fails in one line when the store does not hold exactly
+        the results of these settings."""
+        from ..pipeline import check_current, plan, stored_base_dir, stored_experiment
 
-        return plan(self.experiment, root=self.root)
+        base_dir = stored_base_dir(self.root)
+        the_plan = plan(self.experiment, base_dir, self.root)
+        # A --device override may change the dtype, hence the keys: check the store against the run's own.
+        as_run = the_plan if self.device is None else plan(stored_experiment(self.root), base_dir, self.root)
+        check_current(self.store, as_run, self.root)
+        return the_plan
 
     def _ref(self, label: str, refs: list[TaskRef]) -> TaskRef:
         for ref in refs:
@@ -171,7 +180,7 @@ def diverging_heatmap(path: Path, values: pd.DataFrame, *, title: str, xlabel: s
     axes.tick_params(axis="y", labelrotation=0)
     for label in axes.get_xticklabels():
         label.set(ha="right", rotation_mode="anchor")
-    figure.savefig(path, dpi=150)
+    save_figure(figure, path, 150)
 
 
 def with_leading(table: pd.DataFrame, first: list[str]) -> pd.DataFrame:

@@ -22,6 +22,7 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from scipy.spatial.distance import jensenshannon
 
+from ..files import save_figure, save_table
 from ..sections import Figure, Section
 from ..tasks.base import TaskSpec
 from .base import RunData, diverging_heatmap, with_leading
@@ -120,11 +121,11 @@ def analyze(run: RunData, out_dir: Path) -> Section:
         confusions[target] = shift.confusion_
     table = with_leading(pd.concat(tables, ignore_index=True), ["target", "model"])
     path = out_dir / "labels.csv"
-    table.to_csv(path, index=False, float_format="%.4f")
+    save_table(table, path, index=False, float_format="%.4f")
     confusion_path = out_dir / "confusion.csv"
     long = [frame.stack().rename("count").reset_index().assign(target=target, model=model)
             for target, by_model in confusions.items() for model, frame in by_model.items()]
-    pd.concat(long)[["target", "model", "gold", "predicted", "count"]].to_csv(confusion_path, index=False)
+    save_table(pd.concat(long)[["target", "model", "gold", "predicted", "count"]], confusion_path, index=False)
     section.tables = [path, confusion_path]
     section.figures = [_confusion_grid(out_dir / "labels_confusion.png", confusions, run.models),
                        _prior_figure(out_dir / "labels_prior.png", table)]
@@ -165,7 +166,7 @@ def _confusion_grid(path: Path, confusions: dict[str, dict[str, pd.DataFrame]], 
             if row == 0:
                 axes.set_title(target, fontsize=9)
     figure.suptitle("Confusion matrices (rows: gold label; colour: share of the gold row)")
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     caption = ("One confusion matrix per model (row) and choice target (column); numbers are item counts, colour "
                "is the share of each gold label's items predicted as each label. A single dark column means the "
                "model predicts one label whatever the input.")

@@ -21,6 +21,7 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from scipy.stats import spearmanr, wasserstein_distance
 
+from ..files import save_figure, save_table
 from ..sections import Figure, Section
 from .base import RunData, with_leading
 
@@ -98,7 +99,7 @@ def analyze(run: RunData, out_dir: Path) -> Section:
         curves[target] = {"gold": gold, **lengths}
     table = with_leading(pd.concat(tables, ignore_index=True), ["target", "model"])
     path = out_dir / "lengths.csv"
-    table.to_csv(path, index=False, float_format="%.4f")
+    save_table(table, path, index=False, float_format="%.4f")
     section.tables = [path]
     section.figures = [_kde_figure(out_dir / "lengths_kde.png", curves, source_lengths)]
     section.reading = _reading(table)
@@ -157,7 +158,7 @@ def _kde_figure(path: Path, curves: dict[str, dict[str, np.ndarray]], source_len
         sns.despine(ax=axes)
     figure.legend(*axes_row[0].get_legend_handles_labels(), frameon=False, fontsize=8, loc="outside right upper")
     figure.suptitle("Output length: gold, base and adapters on each generate target")
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     caption = ("Kernel density of token lengths on each generate target: gold answers (black), the base model "
                "(grey dashed) and each adapter; the last panel shows each source's training-target lengths, "
                "the habit an adapter may carry over.")

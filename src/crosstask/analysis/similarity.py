@@ -151,7 +151,8 @@ class DatasetSimilarity:
 
     def _test_interaction(self, transfer: pd.DataFrame, exclude, clusters: dict[str, str]) -> None:
         excluded = set(map(tuple, exclude))
-        cluster_of = [clusters.get(source, source) for source in transfer.index]
+        # An Index, not a list: a list of strings would be read as column names where a target shares one.
+        cluster_of = pd.Index([clusters.get(source, source) for source in transfer.index], name="cluster")
         names = list(dict.fromkeys(cluster_of))
         similarity = self.similarity_.groupby(cluster_of, sort=False).mean().loc[names].to_numpy()
         values = transfer.groupby(cluster_of, sort=False).mean().loc[names].to_numpy()

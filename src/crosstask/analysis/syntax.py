@@ -8,10 +8,13 @@ the adapter's accuracy on them with the base model's: the success ratio ``adapte
 given) with a paired percentile bootstrap over those items (both models scored on the same resampled
 items, so per-item difficulty cancels).
 
-A gain is *reliable* when the bootstrap interval of the difference lies above 0 (for a base accuracy
-above 0 this is the same as the ratio's interval lying above 1). Intervals are per relation and not
-corrected for the many relations tested; :func:`reading` reports how many reliable gains chance alone
-would give.
+A gain on the items with a relation is not yet a finding about that relation: an adapter that gains
+on a whole target gains on the items with any relation. The test is therefore "items with the
+relation vs items without it": the *interaction* is the adapter's gain on the items that have the
+relation minus its gain on those that do not, with a bootstrap interval that resamples the two groups
+of items separately and a Welch t-test p-value on the per-item gains. The p-values of every
+adapter × target × relation tested are Benjamini–Hochberg-corrected together, and a gain is
+*reliable* when its adjusted p is below 0.05 and it is larger on the items with the relation.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as MplFigure
-from scipy.stats import binom
+from scipy.stats import false_discovery_control, ttest_ind
 
+from ..files import save_figure, save_table
 from ..sections import Figure, Section
 from .base import RunData
 from .features import dependency_labels
@@ -32,7 +36,9 @@ from .features import dependency_labels
 DPI = 150
 TOP_PER_ADAPTER = 8
 COLUMNS = ["relation", "n_items", "base_acc", "adapter_acc", "ratio", "ratio_low", "ratio_high",
-           "difference", "difference_low", "difference_high"]
+           "difference", "difference_low", "difference_high", "difference_without", "interaction",
+           "interaction_low", "interaction_high", "interaction_p"]
+ALPHA = 0.05
 
 
 class DependencyRatios:
@@ -72,18 +78,20 @@ class DependencyRatios:
         for relation in sorted(set().union(*relations)):
             has = np.array([relation in item for item in relations])
             if has.sum() >= self.min_items:
-                rows.append(self._row(relation, base[has], adapter[has]))
+                rows.append(self._row(relation, base, adapter, has))
         table = pd.DataFrame(rows, columns=COLUMNS)
         # Ranked by gain: accuracy difference first (defined even when the base solved nothing), then ratio.
         self.table_ = table.sort_values(["difference", "ratio", "relation"], ascending=[False, False, True],
                                         na_position="last", ignore_index=True)
         return self
 
-    def _row(self, relation: str, base: np.ndarray, adapter: np.ndarray) -> tuple:
+    def _row(self, relation: str, all_base: np.ndarray, all_adapter: np.ndarray, has: np.ndarray) -> tuple:
+        base, adapter = all_base[has], all_adapter[has]
         n = len(base)
         base_acc, adapter_acc = base.mean(), adapter.mean()
         # One stream per relation, so adding or dropping a relation never changes another's interval.
         rng = np.random.default_rng([self.seed, zlib.crc32(relation.encode())])
+        interaction = self._interaction(all_adapter - all_base, has, rng)
         counts = rng.multinomial(n, np.full(n, 1 / n), size=self.n_resamples)
         base_sums, adapter_sums = counts @ base, counts @ adapter
         tail = (1 - self.confidence) / 2
@@ -98,7 +106,28 @@ class DependencyRatios:
         else:
             ratio = ratio_low = ratio_high = float("nan")
         return (relation, n, base_acc, adapter_acc, ratio, ratio_low, ratio_high,
-                adapter_acc - base_acc, difference_low, difference_high)
+                adapter_acc - base_acc, difference_low, difference_high, *interaction)
+
+    def _interaction(self, gains: np.ndarray, has: np.ndarray, rng: np.random.Generator) -> tuple:
+        """(gain without the relation, gain with minus without, its interval, Welch p); NaN when every item
+        has the relation."""
+        with_relation, without = gains[has], gains[~has]
+        if len(without) == 0:
+            return (float("nan"),) * 5
+        difference = with_relation.mean() - without.mean()
+        resampled = [group[rng.integers(0, len(group), (self.n_resamples, len(group)))].mean(axis=1)
+                     for group in (with_relation, without)]
+        tail = (1 - self.confidence) / 2
+        low, high = np.quantile(resampled[0] - resampled[1], [tail, 1 - tail])
+        if np.ptp(gains) == 0:
+            p = 1.0  # every item gained the same
+        elif min(len(with_relation), len(without)) < 2:
+            p = float("nan")  # no spread to test within a group of one
+        else:
+            p = float(ttest_ind(with_relation, without, equal_var=False).pvalue)
+            if np.isnan(p):  # both groups constant: they differ completely or not at all
+                p = 0.0 if difference else 1.0
+        return float(without.mean()), float(difference), float(low), float(high), p
 
 
 def relations_per_item(texts: list[str]) -> list[set[str]]:
@@ -141,11 +170,12 @@ def analyze(run: RunData, out_dir: Path, n_resamples: int = 1000, min_items: int
     columns = ["adapter", "target", *COLUMNS, "target_items", "target_difference", "same_task"]
     ratios = pd.concat(tables, ignore_index=True)[columns] if tables else pd.DataFrame(columns=columns)
     table_path = out_dir / "dependency_ratios.csv"
-    ratios.to_csv(table_path, index=False, float_format="%.6g")
-
     candidates, scope = candidate_rows(ratios)
+    candidates = with_adjusted_p(candidates)
+    ratios["interaction_p_adjusted"] = candidates["interaction_p_adjusted"].reindex(ratios.index)
+    save_table(ratios, table_path, index=False, float_format="%.6g")
     figure_path = out_dir / "dependency_gains.png"
-    _gains_plot(candidates, run.sources, scope, min_items).savefig(figure_path, dpi=DPI)
+    save_figure(_gains_plot(candidates, run.sources, scope, min_items), figure_path, DPI)
     n_items = sum(len(texts) for texts in inputs.values())
     figure = Figure(
         "Dependency relations with the largest gains",
@@ -162,6 +192,20 @@ def analyze(run: RunData, out_dir: Path, n_resamples: int = 1000, min_items: int
     return section
 
 
+def with_adjusted_p(candidates: pd.DataFrame) -> pd.DataFrame:
+    """``candidates`` with ``interaction_p_adjusted``: Benjamini–Hochberg over every tested row."""
+    tested = candidates["interaction_p"].notna()
+    adjusted = pd.Series(np.nan, index=candidates.index)
+    if tested.any():
+        adjusted[tested] = false_discovery_control(candidates.loc[tested, "interaction_p"], method="bh")
+    return candidates.assign(interaction_p_adjusted=adjusted)
+
+
+def reliable_rows(candidates: pd.DataFrame, alpha: float = ALPHA) -> pd.Series:
+    """Rows whose gain is larger on items with the relation than without, BH-adjusted p < alpha."""
+    return (candidates["interaction_p_adjusted"] < alpha) & (candidates["interaction"] > 0)
+
+
 def candidate_rows(ratios: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """The rows that can say which structure gained, and their scope ("cross-task" or "all").
 
@@ -176,29 +220,30 @@ def candidate_rows(ratios: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return informative, "all"
 
 
-def reading(candidates: pd.DataFrame, scope: str, confidence: float = 0.95) -> str:
-    """The relation whose gain is most reliably positive, set against how many reliable gains chance would give."""
-    n_tests = len(candidates)
+def reading(candidates: pd.DataFrame, scope: str, alpha: float = ALPHA) -> str:
+    """The relation whose items gain most beyond the rest of the target, if any survives the correction."""
+    tested = candidates[candidates["interaction_p"].notna()] if len(candidates) else candidates
+    n_tests = len(tested)
     if not n_tests:
-        return "No dependency relation occurs in enough items to compare adapter and base accuracy in this run."
+        return "No dependency relation occurs in enough items (and not in all of them) to test in this run."
     scope_text = "cross-task " if scope == "cross-task" else ""
-    reliable = candidates[candidates["difference_low"] > 0]
+    null = (f"null: the adapter gains as much on the target's items without the relation; Welch t-test on "
+            f"per-item gains, Benjamini–Hochberg over the {n_tests} {scope_text}adapter × target × relation tests")
+    reliable = tested[reliable_rows(tested, alpha)]
     if reliable.empty:
-        return (f"No dependency relation shows a reliable {scope_text}gain in this run: none of the {n_tests} "
-                f"adapter × target × relation tests has a {confidence:.0%} bootstrap interval of the accuracy "
-                "difference above 0.")
-    # Ranked like the figure, by the interval's lower bound: a 5-item jump from 0.2 to 1.0 is less sure than it looks.
-    best = reliable.sort_values(["difference_low", "difference"], ascending=False).iloc[0]
+        best = tested.sort_values("interaction_p").iloc[0]
+        return (f"No dependency relation carries a reliable {scope_text}gain in this run: on no target do the items "
+                f"with a relation gain more than the items without it (smallest adjusted p = "
+                f"{best['interaction_p_adjusted']:.2f}, `{best['relation']}` on {best['target']} with "
+                f"{best['adapter']}; {null}).")
+    best = reliable.sort_values(["interaction_low", "interaction"], ascending=False).iloc[0]
     ratio = f"ratio {best['ratio']:.2f}" if np.isfinite(best["ratio"]) else "the base solved none"
-    tail = (1 - confidence) / 2
-    # Treating the tests as independent is rough (relations share items), but it sizes the chance level.
-    beyond_chance = binom.sf(len(reliable) - 1, n_tests, tail) < 1 - confidence
-    verdict = f"{'more' if beyond_chance else 'not clearly more'} than the ~{tail * n_tests:.1f} expected by chance"
-    return (f"The surest {scope_text}gain (highest lower {confidence:.0%} bound) is on {best['target']} items with "
-            f"`{best['relation']}` ({_explain(best['relation'])}) with the {best['adapter']} adapter "
-            f"(accuracy {best['base_acc']:.2f} → {best['adapter_acc']:.2f}, {ratio}, n = {int(best['n_items'])}; "
-            f"{best['target_difference']:+.2f} on all its items), "
-            f"one of {len(reliable)} reliable gains among {n_tests} tests, {verdict}.")
+    return (f"The surest {scope_text}syntactic gain is on {best['target']} items with `{best['relation']}` "
+            f"({_explain(best['relation'])}) with the {best['adapter']} adapter: accuracy {best['base_acc']:.2f} → "
+            f"{best['adapter_acc']:.2f} ({ratio}, n = {int(best['n_items'])}), a gain "
+            f"{best['interaction'] * 100:+.0f} pp larger than on the target's other items (interval "
+            f"{best['interaction_low'] * 100:+.0f} to {best['interaction_high'] * 100:+.0f} pp, adjusted p = "
+            f"{best['interaction_p_adjusted']:.3f}); {len(reliable)} of {n_tests} tests are reliable ({null}).")
 
 
 def _explain(relation: str) -> str:
@@ -216,7 +261,8 @@ def _gains_plot(candidates: pd.DataFrame, adapters: list[str], scope: str, min_i
         axes.set_visible(False)
     for axes, adapter in zip(panels, adapters):
         rows = candidates[candidates["adapter"] == adapter]
-        top = rows.sort_values(["difference_low", "difference"], ascending=False).head(TOP_PER_ADAPTER)[::-1]
+        top = rows.sort_values(["interaction_low", "difference"], ascending=False,
+                               na_position="last").head(TOP_PER_ADAPTER)[::-1]
         axes.set_title(f"{adapter} adapter", fontsize=10)
         axes.axvline(0, color="grey", linewidth=0.8)
         axes.grid(axis="x", alpha=0.3)
@@ -226,7 +272,7 @@ def _gains_plot(candidates: pd.DataFrame, adapters: list[str], scope: str, min_i
             axes.set_yticks([])
             continue
         positions = np.arange(len(top))
-        reliable = top["difference_low"] > 0
+        reliable = reliable_rows(top)
         errors = np.vstack([top["difference"] - top["difference_low"], top["difference_high"] - top["difference"]])
         axes.barh(positions, top["difference"], xerr=errors, color=np.where(reliable, "tab:green", "silver"),
                   edgecolor="black", linewidth=0.4, error_kw={"elinewidth": 0.8, "capsize": 2})
@@ -240,6 +286,6 @@ def _gains_plot(candidates: pd.DataFrame, adapters: list[str], scope: str, min_i
     left, right = panels[0].get_xlim()
     panels[0].set_xlim(left, right + 0.3 * (right - left))  # room for the ratio labels (x is shared)
     figure.supxlabel("accuracy gain on the target items whose input has the relation (adapter − base)", fontsize=10)
-    figure.suptitle(f"Largest {scope} gains by dependency relation (green: 95 % interval above 0; "
-                    "◆: gain on all items of the target)")
+    figure.suptitle(f"Largest {scope} gains by dependency relation (green: larger than on the target's other "
+                    "items, BH-adjusted p < 0.05; ◆: gain on all items of the target)")
     return figure

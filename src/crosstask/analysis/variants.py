@@ -14,6 +14,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 
+from ..files import save_figure, save_table
 from ..sections import Figure, Section
 from .base import RunData
 from .bootstrap import paired_bootstrap
@@ -53,7 +54,7 @@ def analyze(run: RunData, out_dir: Path) -> Section:
         return section
     table = compare_variants(run.items, pairs, run.experiment.eval.bootstrap_resamples, run.experiment.seed)
     path = out_dir / "variants.csv"
-    table.to_csv(path, index=False, float_format="%.4f")
+    save_table(table, path, index=False, float_format="%.4f")
     section.tables = [path]
     section.figures = [_figure(out_dir / "variants.png", table)]
     section.reading = _reading(table)
@@ -92,7 +93,7 @@ def _figure(path: Path, table: pd.DataFrame) -> Figure:
         axes.set(title=f"Variants of {source}", ylabel="variant − original (pp)")
         axes.legend(frameon=False, fontsize=8)
         sns.despine(ax=axes)
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     caption = ("Score of each variant adapter minus the adapter of its original source, per target, with paired "
                "bootstrap intervals; bars outlined in black exclude zero.")
     return Figure("Variants against their original source", caption, path)

@@ -14,6 +14,7 @@ import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
+from ..files import save_figure
 from ..sections import Figure
 
 DPI = 150
@@ -40,7 +41,7 @@ def dynamics_figure(table: pd.DataFrame, path: str | Path, source: str, task: st
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         sns.despine(ax=axes, right=axes is left)
     figure.suptitle(f"Head pattern on {task} while training on {source}")
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     caption = (f"Activation pattern on {task} probe items at step 0 (base), every few optimizer steps and at the "
                f"last step of training on {source}. Dotted line: r = {CLOSE_TO_FINAL}.")
     return Figure(f"Pattern dynamics: {source} → {task}", caption, path)
@@ -89,7 +90,7 @@ def mixing_figure(table: pd.DataFrame, alpha: pd.DataFrame, path: str | Path, co
     right.set(title=f"Held-out accuracy on {complex_task}", ylabel="accuracy", ylim=(0, 1.1))
     for axes in (left, right):
         sns.despine(ax=axes)
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     n_seeds = per_seed["seed"].nunique()
     caption = (f"Left: non-negative weights of the basic tasks' head-pattern changes in {complex_task}'s change, "
                f"scaled to sum to one. Right: bars are the mean over {n_seeds} seed(s), dots single seeds; labels "

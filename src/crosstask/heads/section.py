@@ -18,6 +18,7 @@ from scipy.cluster.hierarchy import leaves_list, linkage
 
 from ..analysis.base import RunData
 from ..errors import CrosstaskError
+from ..files import save_figure
 from ..jobs import DynamicsJob
 from ..keys import BASE, HEADS_VERSION, content_key
 from ..progress import reporting
@@ -187,7 +188,7 @@ def _pattern_grid(path: Path, patterns: dict[str, np.ndarray], title: str, label
     for axes in list(grid.flat)[n:]:
         axes.set_visible(False)
     figure.suptitle(f"{title} ({label}; each panel on its own scale)")
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     caption = ("Each panel is a layer × head grid (layer 0 at the top), with its own colour scale. "
                + ("Red: the head matters more after fine-tuning; blue: less." if diverging else
                   "Darker: the head's gate has a larger first-order effect on the answer loss."))
@@ -206,7 +207,7 @@ def _concentration_figure(path: Path, summary: pd.DataFrame) -> Figure:
         axes.set(title=name, xlabel="base model", ylabel="after fine-tuning")
         sns.despine(ax=axes)
     right.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     caption = ("Concentration of head activity before (x) and after (y) fine-tuning, one point per adapter × task; "
                "points above the diagonal mean fewer heads carry more of the activity after training.")
     return Figure("Concentration before and after fine-tuning", caption, path)
@@ -222,7 +223,7 @@ def _correlation_figure(path: Path, correlation: pd.DataFrame, title: str) -> Fi
     sns.heatmap(ordered, ax=axes, cmap="vlag", vmin=-1, vmax=1, annot=True, fmt=".2f", square=True,
                 annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white", cbar_kws={"label": "Pearson r"})
     axes.set(title=title)
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     caption = ("Correlation between the tasks' head activation patterns, ordered by hierarchical clustering: "
                "blocks of high correlation are tasks that rely on the same heads.")
     return Figure(title, caption, path)
@@ -236,7 +237,7 @@ def _combination_figure(path: Path, combination: pd.DataFrame, complex_task: str
              ylabel="weight α (non-negative)")
     axes.tick_params(axis="x", labelrotation=30)
     sns.despine(ax=axes)
-    figure.savefig(path, dpi=DPI)
+    save_figure(figure, path, DPI)
     caption = ("Non-negative least-squares weights of each basic adapter's pattern change in the complex adapter's "
                "change, all measured on the complex task's items; R² is the share of the change they explain.")
     return Figure("Combination of basic tasks", caption, path)
