@@ -14,7 +14,9 @@ relation vs items without it": the *interaction* is the adapter's gain on the it
 relation minus its gain on those that do not, with a bootstrap interval that resamples the two groups
 of items separately and a Welch t-test p-value on the per-item gains. The p-values of every
 adapter × target × relation tested are Benjamini–Hochberg-corrected together, and a gain is
-*reliable* when its adjusted p is below 0.05 and it is larger on the items with the relation.
+*reliable* when its adjusted p is below 0.05, it is larger on the items with the relation, and it is a
+gain there (interval above 0: losing less on some items than on others is not a gain). Both groups
+need ``min_items`` items.
 """
 
 from __future__ import annotations
@@ -112,8 +114,8 @@ class DependencyRatios:
         """(gain without the relation, gain with minus without, its interval, Welch p); NaN when every item
         has the relation."""
         with_relation, without = gains[has], gains[~has]
-        if len(without) == 0:
-            return (float("nan"),) * 5
+        if len(without) < self.min_items:  # a handful of other items would decide the comparison alone
+            return (float(without.mean()) if len(without) else float("nan"),) + (float("nan"),) * 4
         difference = with_relation.mean() - without.mean()
         resampled = [group[rng.integers(0, len(group), (self.n_resamples, len(group)))].mean(axis=1)
                      for group in (with_relation, without)]
@@ -202,8 +204,10 @@ def with_adjusted_p(candidates: pd.DataFrame) -> pd.DataFrame:
 
 
 def reliable_rows(candidates: pd.DataFrame, alpha: float = ALPHA) -> pd.Series:
-    """Rows whose gain is larger on items with the relation than without, BH-adjusted p < alpha."""
-    return (candidates["interaction_p_adjusted"] < alpha) & (candidates["interaction"] > 0)
+    """Rows where the adapter gains on the items with the relation (interval above 0) and gains more there
+    than on the items without it (BH-adjusted p < alpha): losing less on some items is not a gain."""
+    return ((candidates["interaction_p_adjusted"] < alpha) & (candidates["interaction"] > 0)
+            & (candidates["difference_low"] > 0))
 
 
 def candidate_rows(ratios: pd.DataFrame) -> tuple[pd.DataFrame, str]:
