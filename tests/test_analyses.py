@@ -10,7 +10,7 @@ from markupsafe import escape
 
 from crosstask import api
 from crosstask.analysis.asymmetry import TransferAsymmetry
-from crosstask.analysis.labels import LabelShift, js_divergence, map_prior
+from crosstask.analysis.labels import LabelShift, PriorInheritance, inheritance_tests, js_divergence, map_prior
 from crosstask.analysis.lengths import LengthShift, interpolation_coefficient
 from crosstask.analysis.suite import analyze_run, register_analysis
 from crosstask.analysis.variants import compare_variants
@@ -164,6 +164,25 @@ def test_variants_become_adapters_and_get_compared(tiny_model_dir, tmp_path):
     labels = pd.read_csv(tmp_path / "run" / "analysis" / "labels.csv").set_index(["model", "target"])
     prior = json.loads(labels.at[(names[1], "sentiment_binary"), "source_prior"])
     assert prior == {"positive": 0.125, "negative": 0.875}  # 1 and 7 of the 8 training items
+
+
+def test_prior_inheritance_separates_learning_the_target_from_leaning_to_the_prior():
+    labels = ("toxic", "neutral")
+    gold = ["toxic", "neutral"] * 40
+    prior = np.array([0.1, 0.9])  # the source favours "neutral"
+    always_toxic = ["toxic"] * 80  # the base model's habit, against the favoured label
+    learner = PriorInheritance().fit(gold, always_toxic, gold, prior, labels)  # learns the target perfectly
+    assert learner.lean_ == 0 and learner.p_value_ == 1 and learner.beyond_base_low_ > 0
+    follower = PriorInheritance().fit(gold, always_toxic, ["neutral"] * 80, prior, labels)  # answers by the prior
+    assert follower.lean_ == pytest.approx(0.4) and follower.p_value_ < 0.001 and follower.beyond_base_low_ > 0
+    items = pd.DataFrame({"model": ["base"] * 80 + ["learner"] * 80 + ["follower"] * 80,
+                          "target": "toxicity", "item": list(range(80)) * 3, "gold": gold * 3,
+                          "prediction": always_toxic + gold + ["neutral"] * 80})
+    priors = {("learner", "toxicity"): prior, ("follower", "toxicity"): prior,
+              ("balanced", "toxicity"): np.array([0.5, 0.5])}
+    tests = inheritance_tests(items, priors, {"toxicity": labels}).set_index("model")
+    assert list(tests.index) == ["learner", "follower"]  # a balanced prior favours nothing: not tested
+    assert not tests.at["learner", "inherits"] and tests.at["follower", "inherits"]
 
 
 def test_prediction_recovers_a_transfer_that_follows_a_feature():

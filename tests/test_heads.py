@@ -215,6 +215,18 @@ def test_head_combination_recovers_known_weights():
         HeadCombination().fit(-basics["math"], {"math": basics["math"]}).mixture_proportions()
 
 
+def test_head_combination_r2_is_tested_against_shuffled_heads():
+    rng = np.random.default_rng(1)
+    basics = {name: rng.normal(size=(6, 9)) for name in ("math", "code")}
+    real = HeadCombination(n_permutations=500).fit(0.7 * basics["math"] + rng.normal(0, 0.3, (6, 9)), basics)
+    assert real.r2_ > 0.8 and real.r2_p_value_ < 0.01 and len(real.r2_null_) == 500
+    # Every head less active after training, as when patterns mirror the loss: a common shift, no head structure.
+    loss_like = {name: -1 + rng.normal(0, 0.05, (6, 9)) for name in ("math", "code")}
+    mirrored = HeadCombination(n_permutations=500).fit(-1 + rng.normal(0, 0.05, (6, 9)), loss_like)
+    assert mirrored.r2_p_value_ > 0.05  # whatever its R², shuffled heads do as well
+    assert np.isnan(HeadCombination().fit(basics["math"], basics).r2_p_value_)  # no permutations asked
+
+
 def test_compute_run_patterns_writes_every_cell_once(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)  # the shared finished run stays read-only

@@ -67,7 +67,7 @@ def paired_bootstrap(
                 resampled = _resampled_means(table, counts, rng) - base_resampled
                 low, high = np.quantile(resampled, [tail, 1 - tail])
                 per_seed = table.mean(axis=1) - base_mean
-                rows.append((model, target, float(per_seed.mean()), low, high, _p_value(resampled), n,
+                rows.append((model, target, float(per_seed.mean()), low, high, bootstrap_p_value(resampled), n,
                              len(per_seed), float(per_seed.std(ddof=1)) if len(per_seed) > 1 else np.nan))
     result = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("p_adjusted", "significant")])
     adjusted = false_discovery_control(result["p_value"], method="bh") if correction and len(result) else \
@@ -91,7 +91,7 @@ def _resampled_means(table: np.ndarray, counts: np.ndarray, rng: np.random.Gener
     return (per_seed * seed_weights).sum(axis=1)
 
 
-def _p_value(resampled: np.ndarray) -> float:
+def bootstrap_p_value(resampled: np.ndarray) -> float:
     """Two-sided: twice the smaller share of resamples on either side of zero (with the +1 of a permutation
     p-value, so it is never 0), at most 1. A model identical to base gets 1."""
     resampled = np.round(resampled, 12)  # a resample of equal scores is 0, not ±1e-17 from the summation order

@@ -7,7 +7,19 @@ declare (``label_meanings``: sentiment_binary ``positive`` and rating_5star ``4`
 "positive"); a source that shares no meaning with the target has no prior there.
 
 ``toward_source`` = JS(base predictions, source prior) − JS(adapter predictions, source prior): positive
-when fine-tuning moved the predictions toward the source's label prior.
+when fine-tuning moved the predictions toward the source's label prior. It is descriptive only: for a
+balanced source the mapped prior is the gold distribution, so learning the target looks the same.
+
+The finding is tested by :class:`PriorInheritance`, against a control that separates inheriting the
+prior from learning the target. Items are grouped by their gold label and each group weighs the same.
+The *lean* of a model is the mean, over items, of how much its predicted label is favoured by the
+source's prior (prior share minus the balanced share), so a model that answers every item correctly
+leans exactly 0 whatever the prior (the gold labels' favours cancel over equally weighted groups),
+and one that answers by the prior leans positive. An adapter inherits its source's prior when its
+lean is above 0 (two-sided paired bootstrap within gold groups, Benjamini–Hochberg across the tested
+cells) and above the base model's (the interval of the difference above 0), since learning the target
+can only pull the lean toward 0. Only cross-task cells whose source prior is not balanced are tested:
+a balanced prior favours nothing.
 """
 
 from __future__ import annotations
@@ -21,11 +33,13 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
 from scipy.spatial.distance import jensenshannon
+from scipy.stats import false_discovery_control
 
 from ..files import save_figure, save_table
 from ..sections import Figure, Section
 from ..tasks.base import TaskSpec
 from .base import RunData, diverging_heatmap, with_leading
+from .bootstrap import bootstrap_p_value
 
 DPI = 150
 
@@ -54,6 +68,66 @@ def map_prior(source_labels: list[str], source_spec: TaskSpec, target_spec: Task
     if prior.sum() == 0:
         return None
     return prior / prior.sum()
+
+
+class PriorInheritance:
+    """Does an adapter lean toward its source's label prior beyond what learning allows? (See the module docstring.)
+
+    ``fit(gold, base, adapter, prior, labels)``: per-item gold labels and the predictions of the base model
+    and the adapter (aligned), and the source prior over ``labels``. Sets ``lean_`` with its interval
+    ``lean_low_``/``lean_high_`` and two-sided ``p_value_`` (null: no lean), ``base_lean_``, and the
+    interval ``beyond_base_low_``/``beyond_base_high_`` of the adapter's lean minus the base model's.
+    """
+
+    def __init__(self, n_resamples: int = 2000, seed: int = 0, confidence: float = 0.95):
+        self.n_resamples, self.seed, self.confidence = n_resamples, seed, confidence
+
+    def fit(self, gold, base, adapter, prior: np.ndarray, labels: tuple[str, ...]) -> PriorInheritance:
+        gold, labels = np.asarray(gold), tuple(labels)
+        favour = dict(zip(labels, np.asarray(prior, float) - 1 / len(labels)))
+        tuned = np.array([favour[label] for label in adapter])
+        untuned = np.array([favour[label] for label in base])
+        groups = [np.flatnonzero(gold == label) for label in labels if (gold == label).any()]
+        rng = np.random.default_rng(self.seed)
+        draws = [group[rng.integers(0, len(group), (self.n_resamples, len(group)))] for group in groups]
+
+        def lean(values: np.ndarray) -> float:
+            return float(np.mean([values[group].mean() for group in groups]))
+
+        def resampled(values: np.ndarray) -> np.ndarray:
+            return np.mean([values[drawn].mean(axis=1) for drawn in draws], axis=0)
+
+        tail = (1 - self.confidence) / 2
+        self.lean_, self.base_lean_ = lean(tuned), lean(untuned)
+        leans = resampled(tuned)
+        self.lean_low_, self.lean_high_ = (float(v) for v in np.quantile(leans, [tail, 1 - tail]))
+        self.p_value_ = bootstrap_p_value(leans)
+        self.beyond_base_low_, self.beyond_base_high_ = (
+            float(v) for v in np.quantile(leans - resampled(untuned), [tail, 1 - tail]))
+        return self
+
+
+def inheritance_tests(items: pd.DataFrame, priors: dict[tuple[str, str], np.ndarray], labels_of: dict[str, tuple],
+                      alpha: float = 0.05) -> pd.DataFrame:
+    """One row per (adapter, target) in ``priors`` whose prior is not balanced: the PriorInheritance test,
+    with Benjamini–Hochberg-adjusted p-values across the rows. ``items`` has model, target, item, gold,
+    prediction (one row per model and item)."""
+    rows = []
+    for (adapter, target), prior in priors.items():
+        labels = labels_of[target]
+        if prior is None or np.allclose(prior, 1 / len(labels), atol=0.02):
+            continue
+        of_target = items[items["target"] == target]
+        base = of_target[of_target["model"] == "base"].set_index("item")
+        tuned = of_target[of_target["model"] == adapter].set_index("item").loc[base.index]
+        fit = PriorInheritance().fit(base["gold"], base["prediction"], tuned["prediction"], prior, labels)
+        rows.append((adapter, target, fit.lean_, fit.lean_low_, fit.lean_high_, fit.p_value_, fit.base_lean_,
+                     fit.beyond_base_low_, fit.beyond_base_high_))
+    table = pd.DataFrame(rows, columns=["model", "target", "lean", "lean_low", "lean_high", "p_value", "base_lean",
+                                        "beyond_base_low", "beyond_base_high"])
+    table.insert(6, "p_adjusted", false_discovery_control(table["p_value"], method="bh") if len(table) else [])
+    table["inherits"] = (table["p_adjusted"] < alpha) & (table["lean"] > 0) & (table["beyond_base_low"] > 0)
+    return table
 
 
 class LabelShift:
@@ -120,16 +194,22 @@ def analyze(run: RunData, out_dir: Path) -> Section:
         tables.append(shift.table_.assign(target=target))
         confusions[target] = shift.confusion_
     table = with_leading(pd.concat(tables, ignore_index=True), ["target", "model"])
+    cross_task = {(source, target): map_prior(train_labels[source], run.source_spec(source), run.target_spec(target))
+                  for target in targets for source in run.sources
+                  if run.source_spec(source).name != run.target_spec(target).name}
+    tests = inheritance_tests(items, cross_task, {target: run.target_spec(target).labels for target in targets})
+    tests_path = out_dir / "labels_inheritance.csv"
+    save_table(tests, tests_path, index=False, float_format="%.4f")
     path = out_dir / "labels.csv"
     save_table(table, path, index=False, float_format="%.4f")
     confusion_path = out_dir / "confusion.csv"
     long = [frame.stack().rename("count").reset_index().assign(target=target, model=model)
             for target, by_model in confusions.items() for model, frame in by_model.items()]
     save_table(pd.concat(long)[["target", "model", "gold", "predicted", "count"]], confusion_path, index=False)
-    section.tables = [path, confusion_path]
+    section.tables = [path, confusion_path, tests_path]
     section.figures = [_confusion_grid(out_dir / "labels_confusion.png", confusions, run.models),
                        _prior_figure(out_dir / "labels_prior.png", table)]
-    section.reading = _reading(table)
+    section.reading = _reading(table) + " " + _inheritance_reading(tests)
     if run.n_seeds > 1:
         section.reading += f" Predictions are those of each source's first-seed adapter (of {run.n_seeds} seeds)."
     return section
@@ -144,10 +224,26 @@ def _reading(table: pd.DataFrame) -> str:
     if with_prior.empty:
         return text + "; no source shares label meanings with a choice target, so source priors cannot be compared."
     toward = int((with_prior["toward_source"] > 0).sum())
-    strongest = with_prior.loc[with_prior["toward_source"].idxmax()]
     return (text + f"; in {toward} of {len(with_prior)} adapter × target cells with a comparable source prior the "
-            f"adapter's predictions moved toward its source's label prior (strongest: {strongest['model']} on "
-            f"{strongest['target']}, JS to the prior {strongest['js_to_source']:.3f}).")
+            "predicted-label distribution moved toward the source's label prior (descriptive: learning the target "
+            "can look the same).")
+
+
+def _inheritance_reading(tests: pd.DataFrame) -> str:
+    control = ("(null: no lean toward the labels the source favours, on items grouped by gold label so that "
+               "answering correctly leans 0, and no more than the base model's; cross-task cells with an "
+               "unbalanced source prior; paired bootstrap, Benjamini–Hochberg)")
+    if tests.empty:
+        return f"No cross-task cell has an unbalanced source prior to test for inheritance {control}."
+    inherits = tests[tests["inherits"]]
+    if inherits.empty:
+        return (f"Tested against learning, none of the {len(tests)} testable cells inherits its source's label "
+                f"prior {control}.")
+    best = inherits.loc[inherits["lean"].idxmax()]
+    return (f"Tested against learning, {len(inherits)} of {len(tests)} testable cells inherit their source's label "
+            f"prior {control}; strongest: {best['model']} on {best['target']}, lean {best['lean']:+.3f} "
+            f"(interval {best['lean_low']:+.3f} to {best['lean_high']:+.3f}, base {best['base_lean']:+.3f}; "
+            f"adjusted p = {best['p_adjusted']:.3f}).")
 
 
 def _confusion_grid(path: Path, confusions: dict[str, dict[str, pd.DataFrame]], models: list[str]) -> Figure:

@@ -125,6 +125,9 @@ def _own_task(run: RunData, adapter: str) -> str:
     return same[0] if same else run.targets[0]
 
 
+COMBINATION_PERMUTATIONS = 1000
+
+
 def _combination(run: RunData, shifts: dict, complex_task: str, basics: list[str]) -> pd.DataFrame:
     """α: the complex adapter's change on the complex task regressed on the basic adapters' changes there."""
     for name in [complex_task, *basics]:
@@ -134,10 +137,11 @@ def _combination(run: RunData, shifts: dict, complex_task: str, basics: list[str
     if complex_task not in run.targets:
         raise CrosstaskError(f"the complex task {complex_task!r} must also be a target of the run")
     basics = basics or [source for source in run.sources if source != complex_task]
-    fitted = HeadCombination(non_negative=True).fit(
+    fitted = HeadCombination(non_negative=True, n_permutations=COMBINATION_PERMUTATIONS).fit(
         shifts[(complex_task, complex_task)].delta_, {basic: shifts[(basic, complex_task)].delta_ for basic in basics})
     return pd.DataFrame({"basic": fitted.weights_.index, "weight": fitted.weights_.to_numpy(),
-                         "proportion": _proportions(fitted), "r2": fitted.r2_})
+                         "proportion": _proportions(fitted), "r2": fitted.r2_,
+                         "r2_null_median": np.median(fitted.r2_null_), "r2_p_value": fitted.r2_p_value_})
 
 
 def _proportions(fitted: HeadCombination) -> np.ndarray:
@@ -164,7 +168,10 @@ def _reading(run, summary, base_correlation, combination, complex_task, mode, n_
     if combination is not None:
         best = combination.loc[combination["weight"].idxmax()]
         text += (f"; {complex_task}'s change is fitted by the basic tasks' changes with R² = {best['r2']:.2f}, "
-                 f"led by {best['basic']} (α = {best['weight']:.2f})")
+                 f"led by {best['basic']} (α = {best['weight']:.2f}), against R² = {best['r2_null_median']:.2f} "
+                 f"(median) with each basic change shuffled over the heads, p = {best['r2_p_value']:.3f} "
+                 f"({COMBINATION_PERMUTATIONS} permutations; patterns scale with the loss, so a large R² alone "
+                 "says little)")
     return text + "."
 
 
