@@ -188,3 +188,24 @@ def test_cli_mix_reports_bad_input_in_one_line(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "warmup: unknown key" in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_mixing_intervals_over_seeds_are_clustered_by_item():
+    from crosstask.mixing import mixing_table
+
+    rng = np.random.default_rng(0)
+    n = 120
+    plain = rng.random(n) < 0.5
+    rows = []
+    for seed, better in [(0, True), (1, False)]:  # the warm-up helps with one seed and hurts with the other
+        alpha = plain | (rng.random(n) < 0.4) if better else plain & (rng.random(n) < 0.6)
+        for method, correct in [("base", plain), ("plain", plain), ("alpha", alpha), ("uniform", plain)]:
+            rows += [{"method": method, "seed": seed, "item": i, "correct": bool(c)} for i, c in enumerate(correct)]
+    table = mixing_table(pd.DataFrame(rows), n_resamples=4000).set_index(["method", "seed"])
+    per_seed = [table.loc[("alpha", str(seed))] for seed in (0, 1)]
+    overall = table.loc[("alpha", "all")]
+    assert per_seed[0]["low"] > 0 and per_seed[1]["high"] < 0  # each seed alone looks decisive
+    assert overall["difference"] == pytest.approx((per_seed[0]["difference"] + per_seed[1]["difference"]) / 2)
+    assert overall["low"] < 0 < overall["high"]  # drawing seeds keeps their disagreement in the interval
+    assert overall["high"] - overall["low"] > max(s["high"] - s["low"] for s in per_seed)
+    assert overall["n_items"] == 2 * n

@@ -386,12 +386,15 @@ class _Runner:
 
 def mixing_table(accuracy: pd.DataFrame, n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Accuracy per method and seed, and per method over all seeds ("all"), with the paired bootstrap
-    difference from plain SFT (items paired within a seed; over all seeds, (seed, item) pairs are resampled)."""
+    difference from plain SFT. Within a seed the items are paired; over all seeds the bootstrap is
+    clustered by item: it draws seeds, then items, and an item drawn counts in every seed drawn (every
+    seed is scored on the same held-out items), so an item's difficulty is not counted as seed-to-seed
+    evidence."""
     rows = []
-    groups = [(str(s), part.assign(item=part["item"].astype(str))) for s, part in accuracy.groupby("seed", sort=False)]
-    pooled = accuracy.assign(item=accuracy["seed"].astype(str) + ":" + accuracy["item"].astype(str))
-    for label, part in [*groups, ("all", pooled)]:
-        items = part.assign(target="complex", model=part["method"])[["model", "target", "item", "correct"]]
+    groups = [(str(s), part) for s, part in accuracy.groupby("seed", sort=False)]
+    for label, part in [*groups, ("all", accuracy)]:
+        items = part.assign(target="complex", model=part["method"], replicate=part["seed"])[
+            ["model", "target", "item", "replicate", "correct"]]
         intervals = paired_bootstrap(items, n_resamples=n_resamples, seed=seed, base="plain").set_index("model")
         for method in [m for m in METHODS if m in set(part["method"])]:
             scores = part.loc[part["method"] == method, "correct"].astype(float)
