@@ -281,3 +281,22 @@ def test_report_rejects_incomplete_meta(tmp_path):
     matrix, intervals = report_inputs(2)
     with pytest.raises(ValueError, match="meta is missing keys: base_model"):
         write_report(tmp_path, matrix, intervals, None, {"name": "x", "settings": {}, "created": "now"})
+
+
+def test_learning_check_flags_adapters_that_did_not_learn_their_own_task(tmp_path):
+    from crosstask.report import learning_check
+
+    intervals = pd.DataFrame({"model": ["good", "good", "flat"], "target": ["good_task", "other", "flat_task"],
+                              "delta": [0.2, -0.1, 0.01], "significant": [True, True, False]})
+    own = {"good": "good_task", "flat": "flat_task", "elsewhere": None}
+    text = learning_check(intervals, own, {"flat": (2.31, 2.29)})
+    assert text.startswith("Warning: 1 of 2 adapters did not clearly improve on their own task: flat (+1.0 pp on "
+                           "flat_task, training loss 2.31 → 2.29)")
+    assert "say nothing about transfer" in text and "Not checked (their task is not a target): elsewhere." in text
+    fine = learning_check(intervals[intervals["model"] == "good"], {"good": "good_task"})
+    assert fine == "Every adapter whose task is a target (1) improved significantly on it."
+    losing = intervals.assign(delta=[-0.2, 0.0, 0.0])  # significant, but a loss
+    assert learning_check(losing, {"good": "good_task"}).startswith("Warning: 1 of 1")
+    matrix, bootstrap = report_inputs(2)
+    html = write_report(tmp_path, matrix, bootstrap, None, META | {"learning_check": text}).read_text()
+    assert html.index("Warning: 1 of 2 adapters") < html.index("Averaged over")

@@ -17,6 +17,11 @@ def _run(args) -> None:
                      device=args.device, backend=args.backend, address=args.address, replace=args.replace,
                      seeds=args.seeds)
     print(f"report: {report}")
+    from .pipeline import stored_learning_check
+
+    check = stored_learning_check(report.parent)
+    if check:
+        print(check)
 
 
 def _report(args) -> None:

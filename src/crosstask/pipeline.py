@@ -260,7 +260,7 @@ def _claim(out_dir: Path, name: str, replace: bool) -> None:
 
 def export(root: Path, store: Store, experiment: Experiment) -> Path:
     """Write matrix.csv, intervals.csv, traits.json and the report of run directory ``root`` from its store."""
-    from .report import write_report
+    from .report import learning_check, write_report
 
     columns = [ref.label for ref in experiment.target_refs]
     matrix = mean_matrix(store, experiment, columns)
@@ -284,6 +284,7 @@ def export(root: Path, store: Store, experiment: Experiment) -> Path:
         traits_skipped = f"Latent traits were not computed: {reason}."
     latest = store.latest_run() or {}
     meta = {
+        "learning_check": learning_check(intervals, own_targets(experiment), _losses(store)),
         "traits_skipped": traits_skipped,
         "name": experiment.name,
         "base_model": experiment.base_model,
@@ -296,6 +297,29 @@ def export(root: Path, store: Store, experiment: Experiment) -> Path:
         meta["analyses_note"] = ("The analyses in analysis/ were made from earlier results; "
                                  "run `crosstask analyze` again to bring them up to date.")
     return write_report(root, matrix, intervals, traits, meta, list(sections.values()))
+
+
+def own_targets(experiment: Experiment) -> dict[str, Optional[str]]:
+    """Adapter -> the target of its source's task (the first, if several), or None."""
+    register_definitions(experiment.tasks)
+    by_task = {}
+    for ref in experiment.target_refs:
+        by_task.setdefault(resolve(ref).spec.name, ref.label)
+    return {ref.label: by_task.get(resolve(ref).spec.name) for ref in experiment.source_refs}
+
+
+def _losses(store: Store) -> dict[str, tuple]:
+    adapters = store.adapters()
+    metrics = {name: json.loads(text) for name, text in zip(adapters["name"], adapters["metrics"])}
+    return {name: (values.get("first_loss"), values.get("last_loss")) for name, values in metrics.items()}
+
+
+def stored_learning_check(root: Path) -> str:
+    """The report's own-task check of a finished run, from its intervals.csv and store."""
+    from .report import learning_check
+
+    intervals = pd.read_csv(Path(root) / "intervals.csv")
+    return learning_check(intervals, own_targets(stored_experiment(root)), _losses(open_store(root)))
 
 
 def _timings(store: Store) -> dict[str, float]:

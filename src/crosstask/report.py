@@ -72,7 +72,7 @@ def write_report(
         notes=meta.get("notes") or [],
         n_adapters=len(adapters),
         n_targets=len(matrix.columns),
-        reading=_reading(delta_pp, significant, confidence, marking, intervals),
+        reading=_reading(delta_pp, significant, confidence, marking, intervals, meta.get("learning_check", "")),
         confidence=confidence,
         marking=marking,
         table=_matrix_table(base, adapters, delta_pp, significant),
@@ -273,19 +273,49 @@ def _marking_text(intervals: pd.DataFrame | None, n_cells: int) -> str:
     return f"{test}, {correction}-corrected across the {n_cells} cells"
 
 
+def learning_check(intervals: pd.DataFrame | None, own_targets: dict[str, str | None],
+                   losses: dict[str, tuple] | None = None) -> str:
+    """The first thing to read: did each adapter clearly improve on its own task? Its row's other cells say
+    nothing about transfer if it did not. ``own_targets`` maps an adapter to the target of its source's
+    task (None when no target has it); ``losses`` maps an adapter to its (first, last) training loss."""
+    if intervals is None or intervals.empty:
+        return ""
+    cells = intervals.set_index(["model", "target"])
+    failed, untested = [], [name for name, target in own_targets.items() if target is None]
+    for name, target in own_targets.items():
+        if target is None or (name, target) not in cells.index:
+            continue
+        cell = cells.loc[(name, target)]
+        if not (cell["significant"] and cell["delta"] > 0):
+            first, last = (losses or {}).get(name, (None, None))
+            loss = f", training loss {first:.2f} → {last:.2f}" if first is not None and last is not None else ""
+            failed.append(f"{name} ({cell['delta'] * 100:+.1f} pp on {target}{loss})")
+    checked = len(own_targets) - len(untested)
+    text = ""
+    if failed:
+        text = (f"Warning: {len(failed)} of {checked} adapters did not clearly improve on their own task: "
+                f"{', '.join(failed)}; the other cells of their rows say nothing about transfer.")
+    elif checked:
+        text = f"Every adapter whose task is a target ({checked}) improved significantly on it."
+    if untested:
+        text += f" Not checked (their task is not a target): {', '.join(untested)}."
+    return text.strip()
+
+
 def _reading(delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str, marking: str,
-             intervals: pd.DataFrame | None) -> list[str]:
-    """A few sentences that read the matrix, all computed from it."""
+             intervals: pd.DataFrame | None, check: str = "") -> list[str]:
+    """A few sentences that read the matrix, all computed from it; the own-task check first."""
     per_adapter = delta_pp.mean(axis=1)
     per_target = delta_pp.mean(axis=0)
     n_targets = delta_pp.shape[1]
     best, worst = per_adapter.idxmax(), per_adapter.idxmin()
+    sentences = [check] if check else []
     if len(per_adapter) == 1:
-        sentences = [
+        sentences += [
             f"Averaged over {n_targets} targets, the adapter {best} scores {per_adapter[best]:+.1f} pp against base."
         ]
     else:
-        sentences = [
+        sentences += [
             f"Averaged over {n_targets} targets, {best} gains most ({per_adapter[best]:+.1f} pp against base) "
             f"and {worst} least ({per_adapter[worst]:+.1f} pp)."
         ]
