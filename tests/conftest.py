@@ -48,6 +48,20 @@ def tiny_model(tiny_model_dir):
 
 
 @pytest.fixture
+def tiny_settings(tiny_model_dir) -> dict:
+    """A small experiment on the tiny model, without sources and targets: tests add them."""
+    return {
+        "name": "tiny",
+        "base_model": str(tiny_model_dir),
+        "precision": "fp32",
+        "train_examples": 8,
+        "eval_examples": 6,
+        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05},
+        "eval": {"batch_size": 4, "bootstrap_resamples": 200},
+    }
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not beside this checkout")

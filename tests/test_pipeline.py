@@ -21,20 +21,14 @@ from crosstask.workspace import Workspace
 
 
 @pytest.fixture
-def settings(tiny_model_dir) -> dict:
-    return {
-        "name": "tiny",
-        "base_model": str(tiny_model_dir),
-        "precision": "fp32",
+def settings(tiny_settings) -> dict:
+    return tiny_settings | {
         "sources": ["sentiment_binary", {"task": "nli", "name": "nli_noisy", "noise": 0.5},
                     {"task": "toxicity", "balance": {"toxic": 1, "neutral": 0}}],
         "targets": ["sentiment_binary", {"task": "toxicity", "balance": {"toxic": 2, "neutral": 1}},
                     "arithmetic_large"],
-        "train_examples": 8,
-        "eval_examples": 6,
         # A high rate so that each adapter of the random tiny model drifts to its own source's labels.
-        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05, "epochs": 2},
-        "eval": {"batch_size": 4, "bootstrap_resamples": 200},
+        "lora": tiny_settings["lora"] | {"epochs": 2},
     }
 
 

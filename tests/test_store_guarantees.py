@@ -19,18 +19,8 @@ from crosstask.workspace import Workspace
 
 
 @pytest.fixture
-def settings(tiny_model_dir) -> dict:
-    return {
-        "name": "tiny",
-        "base_model": str(tiny_model_dir),
-        "precision": "fp32",
-        "sources": ["sentiment_binary", "toxicity"],
-        "targets": ["sentiment_binary", "toxicity"],
-        "train_examples": 8,
-        "eval_examples": 6,
-        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05},
-        "eval": {"batch_size": 4, "bootstrap_resamples": 200},
-    }
+def settings(tiny_settings) -> dict:
+    return tiny_settings | {"sources": ["sentiment_binary", "toxicity"], "targets": ["sentiment_binary", "toxicity"]}
 
 
 @pytest.fixture
