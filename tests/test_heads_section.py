@@ -16,6 +16,7 @@ def test_heads_command_adds_the_section_with_combination(tiny_run, tmp_path, cap
     assert len(summary) == 3 * 4 and summary["gini_after"].between(0, 1).all()
     combination = pd.read_csv(analysis / "heads_combination.csv")
     assert list(combination["basic"]) == ["sentiment_binary", "nli"] and (combination["weight"] >= 0).all()
+    assert combination["r2_p_value"].between(0, 1).all() and combination["r2_null_median"].notna().all()
     for name in ("heads_base.png", "heads_change.png", "heads_concentration.png", "heads_task_correlation.png",
                  "heads_combination.png"):
         assert (analysis / name).is_file()
@@ -24,6 +25,7 @@ def test_heads_command_adds_the_section_with_combination(tiny_run, tmp_path, cap
     assert (analysis / "heads_dynamics_nli__nli.png").is_file()
     report = (run_dir / "report.html").read_text()
     assert "Attention heads" in report and "Gini" in report and "Pattern dynamics" in report
+    assert "shuffled over the heads" in report
     assert main(["heads", str(run_dir), "--model", "base", "--task", "nli", "--items", "4", "--quiet"]) == 0
     assert "False" in capsys.readouterr().out  # reused, not recomputed
     assert main(["heads", str(run_dir), "--complex", "toxicity", "--quiet", "--items", "4"]) == 2

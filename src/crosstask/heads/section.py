@@ -18,7 +18,7 @@ from scipy.cluster.hierarchy import leaves_list, linkage
 
 from ..analysis.base import RunData
 from ..errors import CrosstaskError
-from ..files import save_figure
+from ..files import save_figure, save_table
 from ..jobs import DynamicsJob
 from ..keys import BASE, HEADS_VERSION, content_key
 from ..progress import reporting
@@ -79,7 +79,7 @@ def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size
     ]
     combination = None
     if complex_task:
-        combination = _combination(run, shifts, complex_task, basics or [])
+        combination = _combination(run, patterns, complex_task, basics or [])
         tables["heads_combination.csv"] = combination
         figures.append(_combination_figure(out_dir / "heads_combination.png", combination, complex_task))
     readings = []
@@ -89,7 +89,7 @@ def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size
         readings.append(dynamics_reading(curve, source, task))
     paths = []
     for name, table in tables.items():
-        table.to_csv(out_dir / name, index=name.endswith("correlation.csv"), float_format="%.6g")
+        save_table(table, out_dir / name, index=name.endswith("correlation.csv"), float_format="%.6g")
         paths.append(out_dir / name)
     reading = " ".join([_reading(run, summary, base_correlation, combination, complex_task, mode, n_items),
                         *readings])
@@ -128,8 +128,12 @@ def _own_task(run: RunData, adapter: str) -> str:
 COMBINATION_PERMUTATIONS = 1000
 
 
-def _combination(run: RunData, shifts: dict, complex_task: str, basics: list[str]) -> pd.DataFrame:
-    """α: the complex adapter's change on the complex task regressed on the basic adapters' changes there."""
+def _combination(run: RunData, patterns: dict, complex_task: str, basics: list[str]) -> pd.DataFrame:
+    """α: the complex adapter's change on the complex task regressed on the basic adapters' changes there.
+
+    Changes are taken between patterns scaled to unit L2 norm: a gradient pattern scales with the loss,
+    so after training every head reads less active and raw changes mostly mirror −A_base; the scaled
+    change measures how activity moved between heads."""
     for name in [complex_task, *basics]:
         if name not in run.sources:
             raise CrosstaskError(f"--complex/--basics name {name!r} is not a source of this run; "
@@ -137,8 +141,13 @@ def _combination(run: RunData, shifts: dict, complex_task: str, basics: list[str
     if complex_task not in run.targets:
         raise CrosstaskError(f"the complex task {complex_task!r} must also be a target of the run")
     basics = basics or [source for source in run.sources if source != complex_task]
+
+    def change(adapter: str) -> np.ndarray:
+        after, before = patterns[(adapter, complex_task)], patterns[(BASE, complex_task)]
+        return after / np.linalg.norm(after) - before / np.linalg.norm(before)
+
     fitted = HeadCombination(non_negative=True, n_permutations=COMBINATION_PERMUTATIONS).fit(
-        shifts[(complex_task, complex_task)].delta_, {basic: shifts[(basic, complex_task)].delta_ for basic in basics})
+        change(complex_task), {basic: change(basic) for basic in basics})
     return pd.DataFrame({"basic": fitted.weights_.index, "weight": fitted.weights_.to_numpy(),
                          "proportion": _proportions(fitted), "r2": fitted.r2_,
                          "r2_null_median": np.median(fitted.r2_null_), "r2_p_value": fitted.r2_p_value_})
@@ -170,8 +179,8 @@ def _reading(run, summary, base_correlation, combination, complex_task, mode, n_
         text += (f"; {complex_task}'s change is fitted by the basic tasks' changes with R² = {best['r2']:.2f}, "
                  f"led by {best['basic']} (α = {best['weight']:.2f}), against R² = {best['r2_null_median']:.2f} "
                  f"(median) with each basic change shuffled over the heads, p = {best['r2_p_value']:.3f} "
-                 f"({COMBINATION_PERMUTATIONS} permutations; patterns scale with the loss, so a large R² alone "
-                 "says little)")
+                 f"({COMBINATION_PERMUTATIONS} permutations; changes between patterns scaled to unit norm, since "
+                 "raw gradient patterns scale with the loss)")
     return text + "."
 
 
