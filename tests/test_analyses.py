@@ -72,6 +72,16 @@ def test_asymmetry_of_a_known_matrix():
         TransferAsymmetry().fit(delta.loc[["a"]])
 
 
+def test_asymmetry_made_by_a_target_everyone_hurts_is_not_left_for_the_pair():
+    # "math" is hurt by every adapter (a column effect): raw, every pair with it looks one-way.
+    tasks = ["math", "s1", "s2", "s3"]
+    delta = pd.DataFrame(0.0, index=tasks, columns=tasks)
+    delta["math"] = -0.3
+    table = TransferAsymmetry().fit(delta).table_.set_index(["task_a", "task_b"])
+    assert table.loc[("math", "s1"), "asymmetry"] == pytest.approx(0.3)
+    assert table["pair_asymmetry"].abs().max() == pytest.approx(0.0, abs=1e-12)
+
+
 @pytest.fixture
 def run_copy(tiny_run, tmp_path):
     return shutil.copytree(tiny_run, tmp_path / "run")

@@ -19,14 +19,16 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MplFigure
-from scipy.stats import spearmanr, wasserstein_distance
+from scipy.stats import wasserstein_distance
 
 from ..files import save_figure, save_table
 from ..sections import Figure, Section
 from .base import RunData, with_leading
+from .similarity import permutation_spearman
 
 QUANTILES = np.linspace(0.02, 0.98, 49)
 DPI = 150
+PERMUTATIONS = 2000
 
 
 def interpolation_coefficient(adapter: np.ndarray, base: np.ndarray, source: np.ndarray) -> float:
@@ -130,10 +132,18 @@ def _reading(table: pd.DataFrame) -> str:
                 f"{furthest['mean_tokens']:.0f} tokens against {furthest['gold_mean_tokens']:.0f} gold)")
     varied = len(table) > 2 and table["wasserstein_to_gold"].nunique() > 1 and table["score"].nunique() > 1
     if varied:
-        rho = spearmanr(table["wasserstein_to_gold"], table["score"]).statistic
+        # Shuffled within each target: a target that is both hard and far from its gold lengths for every
+        # model (a column effect) must not count as "distance goes with score".
+        ordered = table.sort_values("target", kind="stable")
+        groups = pd.factorize(ordered["target"])[0]
+        rho, p, _ = permutation_spearman(ordered["wasserstein_to_gold"].to_numpy(float),
+                                         ordered["score"].to_numpy(float), groups, PERMUTATIONS,
+                                         np.random.default_rng(0))
         direction = "lower" if rho < 0 else "higher"
+        verdict = "beyond" if p < 0.05 else "not beyond"
         text += (f"; across {len(table)} cells, distance to the gold length and score have Spearman ρ = {rho:+.2f}"
-                 f" (a larger distance goes with {direction} scores)")
+                 f" (a larger distance goes with {direction} scores), {verdict} a null that shuffles the models "
+                 f"within each target (permutation p = {p:.3f})")
     return text + "."
 
 
