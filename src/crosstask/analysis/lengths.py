@@ -143,7 +143,7 @@ def _reading(table: pd.DataFrame) -> str:
         verdict = "beyond" if p < 0.05 else "not beyond"
         text += (f"; across {len(table)} cells, distance to the gold length and score have Spearman ρ = {rho:+.2f}"
                  f" (a larger distance goes with {direction} scores), {verdict} a null that shuffles the models "
-                 f"within each target (permutation p = {p:.3f})")
+                 f"within each target (permutation p = {p:.2g})")
     return text + "."
 
 
