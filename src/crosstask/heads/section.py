@@ -170,10 +170,10 @@ def _reading(run, summary, base_correlation, combination, complex_task, mode, n_
         for b in run.targets[i + 1:]:
             (same if kinds[a] == kinds[b] else across).append(base_correlation.at[a, b])
     text = (f"Fine-tuning {verb} head activity on each adapter's own task (Gini {before:.2f} → {after:.2f} on "
-            f"average, {mode} patterns over {n_items or 'all'} items)")
+            f"average, {mode} patterns over {n_items or 'all'} items; descriptive, not tested)")
     if same and across:
         text += (f"; base patterns of tasks of the same answer type correlate at r = {np.mean(same):.2f} against "
-                 f"{np.mean(across):.2f} across types")
+                 f"{np.mean(across):.2f} across types (descriptive)")
     if combination is not None:
         best = combination.loc[combination["weight"].idxmax()]
         text += (f"; {complex_task}'s change is fitted by the basic tasks' changes with R² = {best['r2']:.2f}, "
