@@ -25,7 +25,11 @@ def test_heads_command_adds_the_section_with_combination(tiny_run, tmp_path, cap
     assert (analysis / "heads_dynamics_nli__nli.png").is_file()
     report = (run_dir / "report.html").read_text()
     assert "Attention heads" in report and "Gini" in report and "Pattern dynamics" in report
-    assert "shuffled over the heads" in report
+    assert "shuffled over the heads" in report and "head-pattern similarity" in report
+    compared = pd.read_csv(analysis / "heads_prediction.csv").set_index("feature_set")
+    assert list(compared.index) == ["without", "with"] and compared["mae"].notna().all()
+    source_patterns = run_dir / "heads" / "base__source:nli.npy"
+    assert source_patterns.is_file()  # the base model on the nli source's training items
     assert main(["heads", str(run_dir), "--model", "base", "--task", "nli", "--items", "4", "--quiet"]) == 0
     assert "False" in capsys.readouterr().out  # reused, not recomputed
     assert main(["heads", str(run_dir), "--complex", "toxicity", "--quiet", "--items", "4"]) == 2

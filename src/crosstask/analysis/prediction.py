@@ -277,6 +277,23 @@ def analyze(run: RunData, out_dir: Path) -> Section:
     return section
 
 
+def compare_with_feature(features, extra: pd.Series, delta: pd.DataFrame, embeddings: dict[str, np.ndarray],
+                         clusters: dict[str, str] | None = None, exclude=()) -> pd.DataFrame:
+    """The feature model's leave-one-source-out scores without and with one extra pair feature ``extra``
+    (a Series indexed by source and target); ``features`` as :func:`leave_one_source_out` takes it. One row
+    per feature set, with the columns :func:`summarise` gives for the feature model."""
+    def with_extra(rest):
+        frame = features(rest) if callable(features) else features
+        return frame.assign(**{extra.name: extra.reindex(frame.index).to_numpy()})
+
+    rows = []
+    for label, frame in (("without", features), ("with", with_extra)):
+        predictions = leave_one_source_out(frame, delta, embeddings, clusters)
+        summary = summarise(score_predictions(predictions), ranking_scores(predictions, exclude)).set_index("method")
+        rows.append({"feature_set": label, **summary.loc["features"].to_dict()})
+    return pd.DataFrame(rows)
+
+
 def _interval(row: pd.Series, column: str, scale: float = 1.0, digits: int = 2) -> str:
     values = [row[column] * scale, row[f"{column}_low"] * scale, row[f"{column}_high"] * scale]
     return f"{values[0]:.{digits}f} [{values[1]:.{digits}f}, {values[2]:.{digits}f}]"

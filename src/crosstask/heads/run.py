@@ -46,6 +46,23 @@ def pattern_jobs(run: RunData, models: list[str], tasks: list[str], n_items: Opt
     return jobs
 
 
+SOURCE_PREFIX = "source:"  # the base model's pattern on a source's training items: never a target's name
+
+
+def source_pattern_jobs(run: RunData, n_items: Optional[int], batch_size: int, mode: Mode,
+                        normalize: Normalize) -> list[PatternJob]:
+    """The base model's pattern on each source's first ``n_items`` training items (task ``source:<name>``):
+    what the heads do on a source's data before any training, to compare with each target's."""
+    plan, jobs = run.plan, []
+    for source in run.sources:
+        train = plan.train_job(source)
+        examples = train.examples[:n_items]
+        key = pattern_key(plan.model.key, plan.dtype, None, train.spec, examples, mode, normalize)
+        jobs.append(PatternJob(BASE, SOURCE_PREFIX + source, key, train.spec, examples, plan.base, None, mode,
+                               normalize, batch_size))
+    return jobs
+
+
 def compute_run_patterns(run_dir: Union[str, Path, RunData], models: Optional[Iterable[str]] = None,
                          tasks: Optional[Iterable[str]] = None, n_items: Optional[int] = None, batch_size: int = 8,
                          mode: Mode = "abs", normalize: Normalize = None,

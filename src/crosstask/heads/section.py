@@ -29,7 +29,7 @@ from .combination import HeadCombination
 from .compare import PatternShift, pattern_correlation
 from .figures import dynamics_figure, dynamics_reading
 from .patterns import Mode, Normalize
-from .run import compute_run_patterns
+from .run import SOURCE_PREFIX, compute_run_patterns, source_pattern_jobs
 
 DPI = 150
 TOP_K = 10
@@ -77,6 +77,11 @@ def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size
         _correlation_figure(out_dir / "heads_task_correlation.png", base_correlation,
                             "Do tasks share heads? Base patterns"),
     ]
+    head_prediction = None
+    if len(run.sources) >= 3:
+        head_prediction = _head_similarity_prediction(run, n_items, batch_size, mode, normalize, patterns, progress,
+                                                      executor)
+        tables["heads_prediction.csv"] = head_prediction
     combination = None
     if complex_task:
         combination = _combination(run, patterns, complex_task, basics or [])
@@ -92,7 +97,7 @@ def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size
         save_table(table, out_dir / name, index=name.endswith("correlation.csv"), float_format="%.6g")
         paths.append(out_dir / name)
     reading = " ".join([_reading(run, summary, base_correlation, combination, complex_task, mode, n_items),
-                        *readings])
+                        *([_prediction_reading(head_prediction)] if head_prediction is not None else []), *readings])
     return Section("heads", "Attention heads: activation patterns before and after fine-tuning", reading,
                    tables=paths, figures=figures)
 
@@ -126,6 +131,42 @@ def _own_task(run: RunData, adapter: str) -> str:
 
 
 COMBINATION_PERMUTATIONS = 1000
+
+
+def _head_similarity_prediction(run: RunData, n_items, batch_size, mode, normalize, patterns: dict, progress,
+                                executor) -> pd.DataFrame:
+    """Does the base model's head-pattern similarity between a source's training data and a target help
+    predict transfer? Leave-one-source-out scores of the feature model without and with it."""
+    from ..analysis.prediction import compare_with_feature, pair_features, run_profiles
+    from ..analysis.similarity import same_task_cells
+    from ..pipeline import make_executor
+
+    jobs = source_pattern_jobs(run, n_items, batch_size, mode, normalize)
+    with reporting(progress) as reporter:
+        Workspace(run.root).run_jobs(jobs, executor or make_executor(run.experiment), reporter)
+
+    def unit(pattern: np.ndarray) -> np.ndarray:
+        flat = pattern.ravel().astype(float)
+        return flat / np.linalg.norm(flat)
+
+    similarity = pd.Series({(source, target): float(unit(run.store.pattern(BASE, SOURCE_PREFIX + source))
+                                                    @ unit(patterns[(BASE, target)]))
+                            for source in run.sources for target in run.targets}, name="head_similarity")
+    similarity.index.names = ["source", "target"]
+    sources, targets = run_profiles(run)
+    clusters = {variant: source for source, variant in run.experiment.variant_pairs()}
+    return compare_with_feature(lambda rest: pair_features(sources, targets, rest), similarity, run.delta,
+                                {name: profile.embedding for name, profile in sources.items()}, clusters,
+                                same_task_cells(run))
+
+
+def _prediction_reading(table: pd.DataFrame) -> str:
+    without, with_ = (table.set_index("feature_set").loc[name] for name in ("without", "with"))
+    helps = with_["mae_high"] < without["mae_low"] or with_["ndcg_low"] > without["ndcg_high"]
+    return (f"Adding the base model's head-pattern similarity between each source's training data and each target "
+            f"(no training needed) to the transfer predictor changes its leave-one-source-out error from "
+            f"{without['mae'] * 100:.1f} to {with_['mae'] * 100:.1f} pp and its NDCG@3 from {without['ndcg']:.2f} to "
+            f"{with_['ndcg']:.2f}: {'it helps' if helps else 'no gain beyond the bootstrap intervals'}.")
 
 
 def _combination(run: RunData, patterns: dict, complex_task: str, basics: list[str]) -> pd.DataFrame:
