@@ -72,7 +72,7 @@ def write_report(
         notes=meta.get("notes") or [],
         n_adapters=len(adapters),
         n_targets=len(matrix.columns),
-        reading=_reading(delta_pp, significant, confidence, marking, intervals, meta.get("learning_check", "")),
+        reading=_reading(delta_pp, significant, marking, intervals, meta.get("learning_check", "")),
         confidence=confidence,
         marking=marking,
         table=_matrix_table(base, adapters, delta_pp, significant),
@@ -302,8 +302,8 @@ def learning_check(intervals: pd.DataFrame | None, own_targets: dict[str, str | 
     return text.strip()
 
 
-def _reading(delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str, marking: str,
-             intervals: pd.DataFrame | None, check: str = "") -> list[str]:
+def _reading(delta_pp: pd.DataFrame, significant: pd.DataFrame, marking: str, intervals: pd.DataFrame | None,
+             check: str = "") -> list[str]:
     """A few sentences that read the matrix, all computed from it; the own-task check first."""
     per_adapter = delta_pp.mean(axis=1)
     per_target = delta_pp.mean(axis=0)
@@ -325,7 +325,7 @@ def _reading(delta_pp: pd.DataFrame, significant: pd.DataFrame, confidence: str,
         f"({delta_pp.iat[row, column]:+.1f} pp); across adapters, the target {per_target.idxmax()} gains most "
         f"on average ({per_target.max():+.1f} pp) and {per_target.idxmin()} least ({per_target.min():+.1f} pp)."
     )
-    if confidence:
+    if marking:
         gains = int((significant & (delta_pp > 0)).to_numpy().sum())
         losses = int((significant & (delta_pp < 0)).to_numpy().sum())
         sentences.append(

@@ -70,6 +70,11 @@ class RunData:
         return evaluated_models(self.experiment)
 
     @property
+    def clusters(self) -> dict[str, str]:
+        """Each variant adapter -> its original source: they share their data and move together."""
+        return {variant: source for source, variant in self.experiment.variant_pairs()}
+
+    @property
     def n_seeds(self) -> int:
         return len(self.experiment.seeds or [0])
 
@@ -104,14 +109,12 @@ class RunData:
         """The run's jobs, rebuilt from its settings (the exact examples, specs and content keys), with data
         paths resolved as the run resolved them; fails in one line when the store does not hold exactly
         the results of these settings."""
-        from ..pipeline import check_current, plan, stored_base_dir, stored_experiment
+        from ..pipeline import current_plan, plan, stored_base_dir
 
-        base_dir = stored_base_dir(self.root)
-        the_plan = plan(self.experiment, base_dir, self.root)
-        # A --device override may change the dtype, hence the keys: check the store against the run's own.
-        as_run = the_plan if self.device is None else plan(stored_experiment(self.root), base_dir, self.root)
-        check_current(self.store, as_run, self.root)
-        return the_plan
+        # The store is checked against the run's own plan: a --device override may change the dtype, hence
+        # the keys, of the work still to do.
+        as_run = current_plan(self.root)
+        return as_run if self.device is None else plan(self.experiment, stored_base_dir(self.root), self.root)
 
     def _ref(self, label: str, refs: list[TaskRef]) -> TaskRef:
         for ref in refs:

@@ -257,7 +257,7 @@ def run_profiles(run: RunData) -> tuple[dict[str, DatasetProfile], dict[str, Dat
 
 def analyze(run: RunData, out_dir: Path) -> Section:
     section = Section("prediction", "Predicting transfer from source data", reading="")
-    clusters = {variant: source for source, variant in run.experiment.variant_pairs()}
+    clusters = run.clusters
     if len(set(clusters.get(source, source) for source in run.sources)) < 3:
         section.skipped = "Leave-one-source-out prediction needs at least 3 sources (a source's variants count as one)."
         return section
@@ -354,8 +354,7 @@ def predict_new_source(run: RunData, ref) -> pd.DataFrame:
     sources[ref.label] = profile_dataset(resolve(ref).spec, examples, run.token_lengths)
     features = pair_features(sources, targets, reference=run.sources)
     known = features[features.index.get_level_values("source") != ref.label]
-    clusters = {variant: source for source, variant in run.experiment.variant_pairs()}
-    fitted = TransferPredictor().fit(known, run.delta, clusters)
+    fitted = TransferPredictor().fit(known, run.delta, run.clusters)
     gains = fitted.predict(features.xs(ref.label, level="source", drop_level=False)).loc[ref.label]
     base = run.matrix.loc["base"]
     table = pd.DataFrame({"target": gains.index, "predicted_gain": gains.to_numpy(),

@@ -179,8 +179,12 @@ def double_centred(values: np.ndarray, tested: np.ndarray, sweeps: int = 50) -> 
     return kept - grand - rows[:, None] - columns[None, :]
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    x_ranks, y_ranks = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
+def _centred_ranks(values: np.ndarray) -> np.ndarray:
+    return rankdata(values) - (len(values) + 1) / 2
+
+
+def _rank_correlation(x_ranks: np.ndarray, y_ranks: np.ndarray) -> float:
+    """Spearman rho from centred ranks; NaN when either is constant."""
     scale = np.sqrt((x_ranks**2).sum() * (y_ranks**2).sum())
     return float(x_ranks @ y_ranks / scale) if scale > 0 else float("nan")
 
@@ -192,15 +196,17 @@ def mantel_interaction(similarity: np.ndarray, transfer: np.ndarray, tested: np.
 
     Returns (rho, p, null rhos); rho and p are NaN when either residual is constant.
     """
-    residual = double_centred(transfer, tested)[tested]
-    rho = _spearman(double_centred(similarity, tested)[tested], residual)
+    residual_ranks = _centred_ranks(double_centred(transfer, tested)[tested])  # fixed: ranked once
+
+    def rho_of(matrix: np.ndarray) -> float:
+        return _rank_correlation(_centred_ranks(double_centred(matrix, tested)[tested]), residual_ranks)
+
+    rho = rho_of(similarity)
     if np.isnan(rho):
         return float("nan"), float("nan"), np.array([])
     n_rows, n_columns = similarity.shape
-    null = np.array([
-        _spearman(double_centred(similarity[np.ix_(rng.permutation(n_rows), rng.permutation(n_columns))],
-                                 tested)[tested], residual)
-        for _ in range(n_permutations)])
+    null = np.array([rho_of(similarity[np.ix_(rng.permutation(n_rows), rng.permutation(n_columns))])
+                     for _ in range(n_permutations)])
     extreme = np.abs(np.nan_to_num(null)) >= abs(rho) - 1e-12
     return rho, float((1 + extreme.sum()) / (1 + n_permutations)), null
 
@@ -234,11 +240,11 @@ def permutation_spearman(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_per
 
     Returns (rho, p, null rhos); rho and p are NaN when x or y is constant. p = (1 + #|null| >= |rho|) / (1 + n).
     """
-    x_ranks, y_ranks = rankdata(x) - (len(x) + 1) / 2, rankdata(y) - (len(y) + 1) / 2
-    scale = np.sqrt((x_ranks**2).sum() * (y_ranks**2).sum())
-    if scale == 0:
+    x_ranks, y_ranks = _centred_ranks(x), _centred_ranks(y)
+    rho = _rank_correlation(x_ranks, y_ranks)
+    if np.isnan(rho):
         return float("nan"), float("nan"), np.array([])
-    rho = float(x_ranks @ y_ranks / scale)
+    scale = np.sqrt((x_ranks**2).sum() * (y_ranks**2).sum())
     # Sorting by group then a random key shuffles within each group; cells of a group must be contiguous.
     order = np.argsort(groups, kind="stable")
     if not np.array_equal(order, np.arange(len(groups))):
@@ -272,13 +278,12 @@ def analyze(run: RunData, out_dir: Path, n_permutations: int = 1000, null: str =
     target_texts = {name: rendered_texts(run.target_spec(name), run.eval_examples(name)) for name in run.targets}
     excluded = same_task_cells(run)
     transfer = run.delta
-    clusters = {variant: source for source, variant in run.experiment.variant_pairs()}
 
     fits, tables, figures, rows = {}, [], [], []
     for kind in KINDS:
         started = time.perf_counter()
         fit = DatasetSimilarity(kind, n_permutations=n_permutations, null=null, seed=seed).fit(
-            source_texts, target_texts, transfer, exclude=excluded, clusters=clusters)
+            source_texts, target_texts, transfer, exclude=excluded, clusters=run.clusters)
         fits[kind] = fit
         rows.append({"kind": kind, "spearman": fit.spearman_, "p_value": fit.p_value_, "n_cells": fit.n_cells_,
                      "n_permutations": n_permutations, "null": null, "seconds": time.perf_counter() - started})

@@ -154,9 +154,8 @@ def _head_similarity_prediction(run: RunData, n_items, batch_size, mode, normali
                             for source in run.sources for target in run.targets}, name="head_similarity")
     similarity.index.names = ["source", "target"]
     sources, targets = run_profiles(run)
-    clusters = {variant: source for source, variant in run.experiment.variant_pairs()}
     return compare_with_feature(lambda rest: pair_features(sources, targets, rest), similarity, run.delta,
-                                {name: profile.embedding for name, profile in sources.items()}, clusters,
+                                {name: profile.embedding for name, profile in sources.items()}, run.clusters,
                                 same_task_cells(run))
 
 
