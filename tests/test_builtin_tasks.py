@@ -96,7 +96,7 @@ def _template_regex(templates) -> re.Pattern:
 
 
 def test_sentiment_reversals_follow_the_closing_verdict():
-    from crosstask.tasks.builtin import ADJECTIVES, MOVIES, REVERSAL_CONNECTORS, VERDICT_CONNECTORS
+    from crosstask.tasks.generators.reviews import ADJECTIVES, MOVIES, REVERSAL_CONNECTORS, VERDICT_CONNECTORS
 
     examples = make("sentiment_binary", 11, 400, hard_fraction=1.0)
     reversals = 0
@@ -189,7 +189,8 @@ def test_rendered_prompt_shape():
 
 
 def test_paraphrase_negatives_swap_roles_or_change_one_fact():
-    from crosstask.tasks.builtin import NAMES, TEAMS, WORDS
+    from crosstask.tasks.generators.pairs import TEAMS
+    from crosstask.tasks.generators.text import NAMES, WORDS
 
     known = {name for name, _ in NAMES} | set(WORDS["city"]) | set(WORDS["weekday"]) | set(TEAMS)
 

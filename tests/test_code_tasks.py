@@ -14,7 +14,7 @@ from crosstask.evaluation import evaluate
 from crosstask.sandbox import OUTPUT_TAIL, run_tests
 from crosstask.tasks import build_examples, get_family
 from crosstask.tasks.base import Example, TaskError, TaskSpec
-from crosstask.tasks.code import extract_python_function
+from crosstask.tasks.generators.code import extract_python_function
 
 CODE = get_family("code")
 DOUBLE_TESTS = "assert double(2) == 4\nassert double(-3) == -6\nassert double(0) == 0"

@@ -6,11 +6,7 @@ they have been imported, without the registry itself depending on them.
 
 from __future__ import annotations
 
-from . import (
-    builtin,  # noqa: F401  (registers the built-in generators)
-    code,  # noqa: F401  (registers the code family, its extractor and its checker)
-    composite,  # noqa: F401  (registers arithmetic_sentiment, a complex task built on two basic ones)
-)
+from . import generators  # noqa: F401  (registers the built-in families)
 from .base import TaskError
 from .registry import TaskFamily, registered
 

@@ -25,18 +25,16 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .base import TaskSpec
-from .builtin import _cap, _label_value, _person
-from .registry import register_generator
+from ..base import TaskSpec
+from ..registry import register_generator
+from .text import Options, cap, label_value, pick_person
 
 Form = Literal["compare", "net", "periods", "goal"]
 
 
-class ArithmeticSentimentOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ArithmeticSentimentOptions(Options):
     # Numbers stay in two digits by default: SmolLM2-135M is near chance on larger sums (see
     # arithmetic_large), and the point is to combine the skills, not to max out either one.
     max_number: int = Field(60, ge=20, le=10_000, description="largest number in a story")
@@ -137,7 +135,7 @@ def _near(rng: random.Random, value: int, above: bool, floor: int) -> int:
 
 
 def _net(rng: random.Random, good: bool, top: int, stated: bool) -> Story:
-    person = _person(rng)
+    person = pick_person(rng)
     unit, gains, losses = rng.choice(HOLDINGS)
     fields = {**person, "relative": rng.choice(RELATIVES), "thing": rng.choice(THINGS)}
     gained, lost = _distinct_pair(rng, 2, top // 2)
@@ -152,7 +150,7 @@ def _net(rng: random.Random, good: bool, top: int, stated: bool) -> Story:
                           f"{{name}} started the day with {owned}.")).format(**fields)
     question = rng.choice(NET_QUESTIONS).format(**fields)
     statement = f"In the end {fields['he']} has {'more' if good else 'less'} than at the start. " if stated else ""
-    text = f"{opening} {_cap(fields['he'])} {events[0]}{link}{events[1]}. {statement}{question}"
+    text = f"{opening} {cap(fields['he'])} {events[0]}{link}{events[1]}. {statement}{question}"
     return Story(text, (start, gained, -lost), start, True, stated)
 
 
@@ -186,7 +184,7 @@ def _trend(rose: bool, stated: bool) -> str:
 
 
 def _goal(rng: random.Random, good: bool, top: int, stated: bool) -> Story:
-    person = _person(rng)
+    person = pick_person(rng)
     fields = {**person, "relative": rng.choice(RELATIVES)}
     goal = rng.choice(GOALS).format(**fields)
     needed = rng.randint(12, top)
@@ -196,7 +194,7 @@ def _goal(rng: random.Random, good: bool, top: int, stated: bool) -> Story:
     gain = rng.choice(GOAL_GAINS).format(n=extra, **fields)
     question = rng.choice(GOAL_QUESTIONS).format(goal=goal, **fields)
     statement = f"Now {fields['he']} {'has enough' if good else 'is still short'}. " if stated else ""
-    text = (f"{fields['name']} needs {needed} dollars for {goal}. {_cap(fields['he'])} has saved {saved} dollars, "
+    text = (f"{fields['name']} needs {needed} dollars for {goal}. {cap(fields['he'])} has saved {saved} dollars, "
             f"and this week {fields['he']} {gain}. {statement}{question}")
     return Story(text, (saved, extra), needed, True, stated)
 
@@ -226,5 +224,5 @@ def make_story(rng: random.Random, good: bool, options: ArithmeticSentimentOptio
     ArithmeticSentimentOptions,
 )
 def arithmetic_sentiment(rng: random.Random, label: str, options: ArithmeticSentimentOptions) -> str:
-    good = _label_value(label, {"positive": 1, "negative": 0}, "arithmetic_sentiment") == 1
+    good = label_value(label, {"positive": 1, "negative": 0}, "arithmetic_sentiment") == 1
     return make_story(rng, good, options).text

@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .base import CHECKERS, EXTRACTORS, Example, TaskSpec
-from .registry import register_generator
+from ..base import CHECKERS, EXTRACTORS, Example, TaskSpec
+from ..registry import register_generator
+from .text import Options
 
 # ---------------------------------------------------------------------------------------------------
 # Scoring: extract the code from a generation, run the hidden tests on it.
@@ -54,7 +55,7 @@ def extract_python_function(text: str) -> str:
 
 def passes_unit_tests(prediction: str, example: Example) -> bool:
     """The extracted code passes the example's hidden tests (its ``answer``) in the sandbox."""
-    from ..sandbox import run_tests  # imported here: the sandbox is only needed when code is scored
+    from ...sandbox import run_tests  # imported here: the sandbox is only needed when code is scored
 
     return run_tests(prediction, example.answer).passed
 
@@ -511,8 +512,7 @@ KINDS: tuple[Callable[[random.Random], _Function], ...] = (
 # The family
 
 
-class CodeOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CodeOptions(Options):
 
     solution_style: Literal["compact", "documented"] = Field(
         "compact", description="documented: the reference solution opens with a docstring (longer outputs)")
