@@ -227,6 +227,37 @@ def test_head_combination_r2_is_tested_against_shuffled_heads():
     assert np.isnan(HeadCombination().fit(basics["math"], basics).r2_p_value_)  # no permutations asked
 
 
+def test_head_combination_is_scored_on_held_out_probe_items():
+    rng = np.random.default_rng(2)
+    shape = (10, 9)
+    basics_a = {f"task{i}": rng.normal(size=shape) for i in range(8)}
+    # The same heads matter on both probe sets, measured with independent noise.
+    basics_b = {name: change + rng.normal(0, 0.3, shape) for name, change in basics_a.items()}
+    real = HeadCombination(n_permutations=300).fit(0.8 * basics_a["task0"] + rng.normal(0, 0.3, shape), basics_a)
+    real.held_out(0.8 * basics_b["task0"] + rng.normal(0, 0.3, shape), basics_b)
+    assert real.held_out_r2_ > 0.6 and real.held_out_p_value_ < 0.01 and len(real.held_out_null_) == 300
+    assert real.held_out_r2_ < real.r2_  # out of sample explains less than in sample
+    # A complex change that is pure noise: eight basic tasks fit some of it in sample, none of it out of sample.
+    noise = HeadCombination(n_permutations=300).fit(rng.normal(size=shape), basics_a)
+    noise.held_out(rng.normal(size=shape), basics_b)
+    assert noise.r2_ > 0.05 and noise.held_out_r2_ < 0.05 and noise.held_out_p_value_ > 0.05
+    np.testing.assert_allclose(noise.predict(basics_a), noise.predict(basics_a).reshape(shape))
+    with pytest.raises(ValueError, match="no change given for basic task 'task7'"):
+        noise.held_out(rng.normal(size=shape), {name: basics_b[name] for name in list(basics_b)[:7]})
+    with pytest.raises(ValueError, match="has shape"):
+        noise.held_out(rng.normal(size=shape), {name: change[:5] for name, change in basics_b.items()})
+
+
+def test_unit_change_ignores_a_common_scale():
+    from crosstask.heads.combination import unit_change
+
+    before = np.abs(np.random.default_rng(3).normal(size=(4, 3)))
+    assert np.abs(unit_change(before, 0.2 * before)).max() < 1e-12  # every head less active by the same factor
+    moved = before.copy()
+    moved[0, 0] *= 3
+    assert unit_change(before, 0.2 * moved)[0, 0] > 0 and (unit_change(before, 0.2 * moved)[1:] <= 0).all()
+
+
 def test_compute_run_patterns_writes_every_cell_once(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_run, run_dir)  # the shared finished run stays read-only

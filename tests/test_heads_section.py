@@ -4,6 +4,8 @@ import shutil
 
 import pandas as pd
 
+from crosstask.store import Store
+
 
 def test_heads_command_adds_the_section_with_combination(tiny_run, tmp_path, capsys):
     from crosstask.cli import main
@@ -17,6 +19,11 @@ def test_heads_command_adds_the_section_with_combination(tiny_run, tmp_path, cap
     combination = pd.read_csv(analysis / "heads_combination.csv")
     assert list(combination["basic"]) == ["sentiment_binary", "nli"] and (combination["weight"] >= 0).all()
     assert combination["r2_p_value"].between(0, 1).all() and combination["r2_null_median"].notna().all()
+    assert (combination["items_per_half"] == 2).all() and combination["r2_fit"].notna().all()
+    patterns = Store(run_dir / "results.sqlite").patterns()
+    halves = patterns[patterns["task"].str.startswith(("fit:", "held-out:"))]
+    assert sorted(halves["task"].unique()) == ["fit:word_problems", "held-out:word_problems"]
+    assert set(halves["model"]) == {"base", "word_problems", "sentiment_binary", "nli"} and set(halves["items"]) == {2}
     for name in ("heads_base.png", "heads_change.png", "heads_concentration.png", "heads_task_correlation.png",
                  "heads_combination.png"):
         assert (analysis / name).is_file()
@@ -25,7 +32,7 @@ def test_heads_command_adds_the_section_with_combination(tiny_run, tmp_path, cap
     assert (analysis / "heads_dynamics_nli__nli.png").is_file()
     report = (run_dir / "report.html").read_text()
     assert "Attention heads" in report and "Gini" in report and "Pattern dynamics" in report
-    assert "shuffled over the heads" in report and "head-pattern similarity" in report
+    assert "shuffled over the heads" in report and "held-out probe items" in report and "head-pattern similarity" in report
     compared = pd.read_csv(analysis / "heads_prediction.csv").set_index("feature_set")
     assert list(compared.index) == ["without", "with"] and compared["mae"].notna().all()
     source_patterns = run_dir / "heads" / "base__source:nli.npy"

@@ -22,8 +22,8 @@ from crosstask.mixing import load_mixing_study, run_mixing, warmup_counts
 from crosstask.models import load_model, resolve_model
 from crosstask.store import Store
 from crosstask.tasks.base import TaskError
-from crosstask.tasks.composite import ArithmeticSentimentOptions, make_story
 from crosstask.tasks.data import build_examples, resolve
+from crosstask.tasks.generators.composite import ArithmeticSentimentOptions, make_story
 
 TASK = TaskRef(task="arithmetic_sentiment")
 TINY_LORA = {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 192, "lr": 0.05}
@@ -149,11 +149,19 @@ def test_mixing_runs_end_to_end_and_resumes(tiny_model_dir, tmp_path):
             assert fit["proportion"].sum() == pytest.approx(1.0)
             np.testing.assert_allclose(fit["proportion"], fit["weight"] / fit["weight"].sum(), rtol=1e-5)
     assert alpha.loc[alpha["used"], "delta_on"].unique().tolist() == ["own"]
+    assert alpha["r2_p_value"].between(0, 1).all() and alpha["r2_null_median"].notna().all()
+    assert alpha["r2"].notna().all() and alpha["r2_fit"].notna().all()
     store = Store(out / "results.sqlite")
     adapters = store.adapters().set_index("name")
     assert json.loads(adapters.loc["alpha_s0_warmup", "metrics"])["examples"] == 8
+    # α's complex adapter trains on the scarce set without its 4 probe items.
+    assert json.loads(adapters.loc["probe_heldout_s0", "metrics"])["examples"] == 4
     assert set(store.cells()["model"]) == {"base", "plain_s0", "alpha_s0", "uniform_s0"}
-    assert len(store.patterns()) == 4 + 2 * 3 + 1  # base on 4 tasks, each basic adapter on 2, the scarce one on 1
+    patterns = store.patterns()
+    # Each pattern on both halves of its probe items: base on 4 tasks, each basic adapter on 2, the complex one on 1.
+    assert len(patterns) == 2 * (4 + 2 * 3 + 1) and set(patterns["items"]) == {2}
+    assert set(patterns["task"]) == {f"{half}{task}" for half in ("fit:", "held-out:") for task in
+                                     ("arithmetic_sentiment", "sentiment_binary", "arithmetic_large", "nli")}
     used = alpha[alpha["used"]].set_index("basic")["proportion"]
     assert warmup_counts(used, 8).sum() == 8
     for adapter in ("plain_s0", "alpha_s0", "uniform_s0", "basic_nli"):
@@ -167,9 +175,29 @@ def test_mixing_runs_end_to_end_and_resumes(tiny_model_dir, tmp_path):
     pd.testing.assert_frame_equal(again.table, outcome.table)
 
 
+def test_mixing_probes_are_never_training_items_of_the_adapter_measured(tiny_model_dir, tmp_path):
+    from crosstask.mixing import _Runner
+
+    for complex_probe, complex_adapter in [("held_out", "probe_heldout_s0"), ("training", "plain_s0")]:
+        study = load_mixing_study(_study(tiny_model_dir, heads={"batch_size": 4, "complex_probe": complex_probe}))
+        runner = _Runner(study, tmp_path / complex_probe)
+        runner.open()
+        trained = {job.adapter: {example.input for example in job.examples} for job in runner.alpha_jobs()
+                   if job.kind == "train"}
+        assert runner.complex_alpha_adapter == complex_adapter and complex_adapter in trained
+        for basic in ("sentiment_binary", "arithmetic_large", "nli"):
+            probes = {example.input for example in runner.probes[basic]}
+            assert len(probes) == 4 and not probes & trained[f"basic_{basic}"]
+        complex_probes = {example.input for example in runner.probes["arithmetic_sentiment"]}
+        assert bool(complex_probes & trained[complex_adapter]) == (complex_probe == "training")
+        assert complex_probes <= {example.input for example in runner.scarce[0]}
+
+
 @pytest.mark.parametrize("change, message", [
     ({"basics": []}, "basics: List should have at least 1 item"),
-    ({"probe_examples": 20}, "probe_examples (20) must not exceed scarce_examples"),
+    ({"probe_examples": 8}, "probe_examples (8) must be below scarce_examples (8)"),
+    ({"probe_examples": 20, "heads": {"complex_probe": "training"}}, "probe_examples (20) must not exceed"),
+    ({"probe_examples": 1}, "probe_examples: Input should be greater than or equal to 2"),
     ({"lora": {"rank": 4}}, "lora.rank: unknown key"),
     ({"basics": ["sentiment_binary", "nope"]}, "unknown task 'nope'"),
     ({"seeds": [1, 1]}, "seeds must be distinct"),

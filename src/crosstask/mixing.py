@@ -16,9 +16,17 @@ items, ...): "which heads does each task's training move for that task", and the
 explained as a sum of those. ``"complex"`` measures every adapter on the complex task's probe items:
 "how does training on task i move the heads the complex task uses", which is closer to what a warm-up
 does to the complex task but is no longer a property of the basic tasks alone. Both fits are written
-to ``alpha.csv``; the chosen one drives the warm-up. Probe items are the first ``probe_examples`` of
-each task's training data: the complex task has nothing else (its eval items must stay unseen), and
-every task is treated alike.
+to ``alpha.csv``; the chosen one drives the warm-up.
+
+Probe items are never training items of the adapter measured on them. A basic task's probes are
+``probe_examples`` further items of its training split. The complex task has only its scarce set (its
+eval items must stay unseen), so with ``heads.complex_probe: held_out`` (default) α's complex adapter is
+trained on the scarce set without its first ``probe_examples`` items, which are its probes; with
+``training`` the plain-SFT adapter is measured on its own first training items, as a study with no
+items to spare would. Either way α is fitted on one half of each task's probes and its R² is scored on
+the other half, against the same fit with every basic change shuffled over the heads; changes are taken
+between patterns scaled to unit norm (:func:`crosstask.heads.combination.unit_change`), because a
+gradient pattern scales with the loss.
 
 α comes from the first seed's adapters; every seed then draws its own scarce set and warm-up data
 and trains its own adapters. Every piece is a job (training, continued training from the warm-up
@@ -53,7 +61,7 @@ from .config import (
 from .devices import DEVICE_PATTERN
 from .errors import CrosstaskError
 from .files import write_atomically
-from .heads.combination import HeadCombination
+from .heads.combination import HeadCombination, unit_change
 from .jobs import BackendSpec, Cell, EvalJob, ModelSpec, PatternJob, TrainJob
 from .keys import BASE
 from .models import resolve_model
@@ -65,6 +73,7 @@ from .workspace import Workspace
 
 METHODS = ("base", "plain", "alpha", "uniform")  # base: no training at all, for scale
 MIXING_COLUMNS = ["method", "seed", "accuracy", "n_items", "difference", "low", "high"]
+ALPHA_PERMUTATIONS = 1000  # shuffles of the heads behind alpha.csv's r2_p_value
 
 
 class HeadsSettings(Strict):
@@ -74,6 +83,7 @@ class HeadsSettings(Strict):
     normalize: Optional[Literal["layer"]] = None
     batch_size: int = Field(8, ge=1)
     delta_on: Literal["own", "complex"] = "own"  # where each task's pattern change is measured (module doc)
+    complex_probe: Literal["held_out", "training"] = "held_out"  # the complex adapter's probes (module doc)
 
 
 class MixingStudy(Strict):
@@ -91,7 +101,7 @@ class MixingStudy(Strict):
     scarce_epochs: Optional[float] = Field(None, gt=0)  # epochs on the scarce data (default: lora.epochs)
     warmup_examples: int = Field(128, ge=1)
     basic_examples: int = Field(128, ge=1)  # per basic task, for the adapters that give α
-    probe_examples: int = Field(16, ge=1)
+    probe_examples: int = Field(16, ge=2)  # per task; halved: α is fitted on one half and scored on the other
     eval_examples: int = Field(200, ge=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -130,12 +140,12 @@ class MixingStudy(Strict):
             raise ValueError("variants and fewshot do not apply to a mixing study")
         if self.complex.examples is not None:
             raise ValueError("set the complex task's training size with scarce_examples, not complex.examples")
+        if self.heads.complex_probe == "held_out" and self.probe_examples >= self.scarce_examples:
+            raise ValueError(f"probe_examples ({self.probe_examples}) must be below scarce_examples "
+                             f"({self.scarce_examples}): the complex probes are held out of the scarce data")
         if self.probe_examples > self.scarce_examples:
             raise ValueError(f"probe_examples ({self.probe_examples}) must not exceed scarce_examples "
                              f"({self.scarce_examples}): the complex probe comes from the scarce data")
-        small = [ref.label for ref in self.basics if (ref.examples or self.basic_examples) < self.probe_examples]
-        if small:
-            raise ValueError(f"basic task {small[0]!r} has fewer training examples than probe_examples")
         return self
 
     @property
@@ -241,10 +251,11 @@ class _Runner:
         held_out = frozenset(example.input for example in self.eval_items)
         self.scarce = {seed: build_examples(study.complex, "train", study.scarce_examples, seed, held_out)
                        for seed in study.seeds}
-        self.basic_train = {ref.label: build_examples(ref, "train", ref.examples or study.basic_examples, first)
-                            for ref in study.basics}
-        self.probes = {self.complex_label: self.scarce[first][: study.probe_examples],
-                       **{label: items[: study.probe_examples] for label, items in self.basic_train.items()}}
+        self.basic_train, self.probes = {}, {self.complex_label: self.scarce[first][: study.probe_examples]}
+        for ref in study.basics:  # one draw, split: the probes are never training items of the basic adapter
+            size = ref.examples or study.basic_examples
+            items = build_examples(ref, "train", size + study.probe_examples, first)
+            self.basic_train[ref.label], self.probes[ref.label] = items[:size], items[size:]
 
     def warmup_items(self, counts: pd.Series, seed: int, method: str) -> list[Example]:
         """The warm-up set: ``counts[task]`` items of each basic task, prompts rendered, shuffled."""
@@ -270,15 +281,26 @@ class _Runner:
     def _ref(self, name: str):
         return self.workspace.adapter_ref(name, self.adapter_keys[name])
 
-    def _pattern(self, model: str, task: str) -> PatternJob:
-        from .heads.run import pattern_key
+    def _patterns(self, model: str, task: str) -> list[PatternJob]:
+        """``model``'s pattern on each half of ``task``'s probe items (stored as tasks ``fit:<task>``, ...)."""
+        from .heads.run import HALVES, pattern_key
 
-        heads, probe, spec = self.study.heads, tuple(self.probes[task]), self.specs[task]
+        heads, probe, spec = self.study.heads, self.probes[task], self.specs[task]
         adapter = None if model == BASE else self._ref(model)
-        key = pattern_key(self.base_key, self.base.dtype, adapter.key if adapter else None, spec, probe, heads.mode,
-                          heads.normalize)
-        return PatternJob(model, task, key, spec, probe, self.base, adapter, heads.mode, heads.normalize,
-                          heads.batch_size)
+        half = len(probe) // 2
+        jobs = []
+        for prefix, examples in zip(HALVES, (tuple(probe[:half]), tuple(probe[half:2 * half]))):
+            key = pattern_key(self.base_key, self.base.dtype, adapter.key if adapter else None, spec, examples,
+                              heads.mode, heads.normalize)
+            jobs.append(PatternJob(model, prefix + task, key, spec, examples, self.base, adapter, heads.mode,
+                                   heads.normalize, heads.batch_size))
+        return jobs
+
+    @property
+    def complex_alpha_adapter(self) -> str:
+        """The complex adapter whose pattern change α explains (module doc: ``heads.complex_probe``)."""
+        first = self.study.seeds[0]
+        return f"plain_s{first}" if self.study.heads.complex_probe == "training" else f"probe_heldout_s{first}"
 
     def _evaluation(self, models: list[str]) -> EvalJob:
         from .pipeline import eval_key
@@ -297,12 +319,17 @@ class _Runner:
         study, first, complex_label = self.study, self.study.seeds[0], self.complex_label
         jobs = [self._train(f"basic_{ref.label}", self.specs[ref.label], self.basic_train[ref.label], study.lora,
                             first) for ref in study.basics]
-        jobs.append(self._train(f"plain_s{first}", self.specs[complex_label], self.scarce[first], study.scarce_lora,
+        scarce = self.scarce[first]
+        if study.heads.complex_probe == "held_out":
+            scarce = scarce[study.probe_examples:]
+        jobs.append(self._train(self.complex_alpha_adapter, self.specs[complex_label], scarce, study.scarce_lora,
                                 first))
-        jobs += [self._pattern(BASE, task) for task in [complex_label, *self.basic_train]]
+        for task in [complex_label, *self.basic_train]:
+            jobs += self._patterns(BASE, task)
         for ref in study.basics:
-            jobs += [self._pattern(f"basic_{ref.label}", task) for task in (ref.label, complex_label)]
-        jobs.append(self._pattern(f"plain_s{first}", complex_label))
+            for task in (ref.label, complex_label):
+                jobs += self._patterns(f"basic_{ref.label}", task)
+        jobs += self._patterns(self.complex_alpha_adapter, complex_label)
         return jobs
 
     def comparison_jobs(self, alpha: pd.DataFrame) -> list:
@@ -324,24 +351,34 @@ class _Runner:
 
     # --- results ----------------------------------------------------------------------------------
     def fit_alpha(self) -> pd.DataFrame:
-        """The NNLS fit of the complex task's pattern change on the basic tasks', for both places of measuring ΔA."""
-        study, first, complex_label = self.study, self.study.seeds[0], self.complex_label
+        """The NNLS fit of the complex task's pattern change on the basic tasks', for both places of measuring ΔA:
+        fitted on one half of the probe items, R² scored on the other half against shuffled heads."""
+        from .heads.run import HALVES
+
+        study, complex_label = self.study, self.complex_label
         store, basics = self.workspace.store, [ref.label for ref in study.basics]
-        complex_delta = store.pattern(f"plain_s{first}", complex_label) - store.pattern(BASE, complex_label)
+
+        def change(model: str, task: str, half: str) -> np.ndarray:
+            return unit_change(store.pattern(BASE, half + task), store.pattern(model, half + task))
+
         rows = []
         for delta_on in ("own", "complex"):
             probe_of = {basic: basic if delta_on == "own" else complex_label for basic in basics}
-            deltas = {basic: store.pattern(f"basic_{basic}", probe_of[basic]) - store.pattern(BASE, probe_of[basic])
-                      for basic in basics}
-            fitted = HeadCombination(non_negative=True).fit(complex_delta, deltas)
+            fit_half, held_out_half = (
+                (change(self.complex_alpha_adapter, complex_label, half),
+                 {basic: change(f"basic_{basic}", probe_of[basic], half) for basic in basics})
+                for half in HALVES)
+            fitted = HeadCombination(non_negative=True, n_permutations=ALPHA_PERMUTATIONS).fit(*fit_half)
+            fitted.held_out(*held_out_half)
             try:
                 proportions = fitted.mixture_proportions()
             except ValueError:  # every weight is zero
                 proportions = pd.Series(np.nan, index=basics)
             for basic in basics:
                 rows.append({"delta_on": delta_on, "basic": basic, "weight": fitted.weights_[basic],
-                             "proportion": proportions[basic], "r2": fitted.r2_,
-                             "used": delta_on == study.heads.delta_on})
+                             "proportion": proportions[basic], "r2_fit": fitted.r2_, "r2": fitted.held_out_r2_,
+                             "r2_null_median": float(np.median(fitted.held_out_null_)),
+                             "r2_p_value": fitted.held_out_p_value_, "used": delta_on == study.heads.delta_on})
         alpha = pd.DataFrame(rows)
         if alpha.loc[alpha["used"], "proportion"].isna().any():
             raise CrosstaskError(f"no basic task's pattern change (measured on {study.heads.delta_on!r} items) "

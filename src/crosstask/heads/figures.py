@@ -65,7 +65,7 @@ def mixing_figure(table: pd.DataFrame, alpha: pd.DataFrame, path: str | Path, co
     left, right = figure.subplots(1, 2, width_ratios=[1, 1.3])
     palette = sns.color_palette("deep")
     left.bar(used["basic"], used["proportion"], color=palette[0])
-    left.set(title=f"α from {used['delta_on'].iloc[0]}-task ΔA (R² = {used['r2'].iloc[0]:.2f})",
+    left.set(title=f"α from {used['delta_on'].iloc[0]}-task ΔA (held-out R² = {used['r2'].iloc[0]:.2f})",
              ylabel="share of the warm-up", ylim=(0, 1))
     left.tick_params(axis="x", labelrotation=20)
     overall = table[table["seed"] == "all"].set_index("method")
@@ -111,7 +111,9 @@ def mixing_reading(table: pd.DataFrame, alpha: pd.DataFrame, complex_task: str) 
             f"mixture ({_pp(alpha_row)} vs plain; uniform {_pp(uniform_row)}; {n_seeds} seed(s) × {n_items} items")
     if "base" in overall.index:
         text += f", base model {overall.loc['base', 'accuracy']:.2f}"
-    return text + f"); α puts {shares} (R² = {used['r2'].iloc[0]:.2f} on {used['delta_on'].iloc[0]}-task ΔA)."
+    fit = used.iloc[0]
+    return text + (f"); α puts {shares} ({fit['delta_on']}-task ΔA; R² = {fit['r2']:.2f} on held-out probe items "
+                   f"against {fit['r2_null_median']:.2f} with the heads shuffled, p = {fit['r2_p_value']:.3f}).")
 
 
 def _pp(row: pd.Series) -> str:

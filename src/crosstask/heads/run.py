@@ -47,6 +47,26 @@ def pattern_jobs(run: RunData, models: list[str], tasks: list[str], n_items: Opt
 
 
 SOURCE_PREFIX = "source:"  # the base model's pattern on a source's training items: never a target's name
+HALVES = ("fit:", "held-out:")  # a target's probe items split in two, stored as tasks "fit:<target>", ...
+
+
+def half_pattern_jobs(run: RunData, models: list[str], task: str, n_items: Optional[int], batch_size: int,
+                      mode: Mode, normalize: Normalize) -> list[PatternJob]:
+    """Each model's pattern on each half of ``task``'s first ``n_items`` eval items (stored as tasks
+    ``fit:<task>`` and ``held-out:<task>``): one half to fit on, the other to score the fit out of sample."""
+    plan, jobs = run.plan, []
+    for model in models:
+        eval_job, cell = plan.eval_cell(model, task)
+        items = eval_job.examples[:n_items]
+        half = len(items) // 2
+        if half < 1:
+            raise CrosstaskError(f"splitting {task!r}'s probe items in two needs at least 2 items, got {len(items)}")
+        adapter_key = cell.adapter.key if cell.adapter else None
+        for prefix, examples in zip(HALVES, (items[:half], items[half:2 * half])):
+            key = pattern_key(plan.model.key, plan.dtype, adapter_key, eval_job.spec, examples, mode, normalize)
+            jobs.append(PatternJob(model, prefix + task, key, eval_job.spec, examples, plan.base, cell.adapter, mode,
+                                   normalize, batch_size))
+    return jobs
 
 
 def source_pattern_jobs(run: RunData, n_items: Optional[int], batch_size: int, mode: Mode,

@@ -25,11 +25,11 @@ from ..progress import reporting
 from ..sections import Figure, Section
 from ..tasks.data import examples_digest
 from ..workspace import Workspace
-from .combination import HeadCombination
+from .combination import HeadCombination, unit_change
 from .compare import PatternShift, pattern_correlation
 from .figures import dynamics_figure, dynamics_reading
 from .patterns import Mode, Normalize
-from .run import SOURCE_PREFIX, compute_run_patterns, source_pattern_jobs
+from .run import HALVES, SOURCE_PREFIX, compute_run_patterns, half_pattern_jobs, source_pattern_jobs
 
 DPI = 150
 TOP_K = 10
@@ -84,7 +84,8 @@ def analyze(run: RunData, out_dir: Path, n_items: Optional[int] = 32, batch_size
         tables["heads_prediction.csv"] = head_prediction
     combination = None
     if complex_task:
-        combination = _combination(run, patterns, complex_task, basics or [])
+        combination = _combination(run, complex_task, basics or [], n_items, batch_size, mode, normalize, progress,
+                                   executor)
         tables["heads_combination.csv"] = combination
         figures.append(_combination_figure(out_dir / "heads_combination.png", combination, complex_task))
     readings = []
@@ -168,12 +169,16 @@ def _prediction_reading(table: pd.DataFrame) -> str:
             f"{with_['ndcg']:.2f}: {'it helps' if helps else 'no gain beyond the bootstrap intervals'}.")
 
 
-def _combination(run: RunData, patterns: dict, complex_task: str, basics: list[str]) -> pd.DataFrame:
-    """α: the complex adapter's change on the complex task regressed on the basic adapters' changes there.
+def _combination(run: RunData, complex_task: str, basics: list[str], n_items, batch_size, mode, normalize,
+                 progress, executor) -> pd.DataFrame:
+    """α: the complex adapter's change on the complex task regressed on the basic adapters' changes there,
+    fitted on one half of the probe items and scored (R²) on the other half, against shuffled heads.
 
-    Changes are taken between patterns scaled to unit L2 norm: a gradient pattern scales with the loss,
-    so after training every head reads less active and raw changes mostly mirror −A_base; the scaled
-    change measures how activity moved between heads."""
+    Changes are taken between patterns scaled to unit L2 norm (:func:`unit_change`): a gradient pattern
+    scales with the loss, so after training every head reads less active and raw changes mostly mirror
+    −A_base; the scaled change measures how activity moved between heads."""
+    from ..pipeline import make_executor
+
     for name in [complex_task, *basics]:
         if name not in run.sources:
             raise CrosstaskError(f"--complex/--basics name {name!r} is not a source of this run; "
@@ -181,16 +186,26 @@ def _combination(run: RunData, patterns: dict, complex_task: str, basics: list[s
     if complex_task not in run.targets:
         raise CrosstaskError(f"the complex task {complex_task!r} must also be a target of the run")
     basics = basics or [source for source in run.sources if source != complex_task]
+    jobs = half_pattern_jobs(run, [BASE, complex_task, *basics], complex_task, n_items, batch_size, mode, normalize)
+    with reporting(progress) as reporter:
+        Workspace(run.root).run_jobs(jobs, executor or make_executor(run.experiment), reporter)
 
-    def change(adapter: str) -> np.ndarray:
-        after, before = patterns[(adapter, complex_task)], patterns[(BASE, complex_task)]
-        return after / np.linalg.norm(after) - before / np.linalg.norm(before)
+    def changes(half: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        task = half + complex_task
 
-    fitted = HeadCombination(non_negative=True, n_permutations=COMBINATION_PERMUTATIONS).fit(
-        change(complex_task), {basic: change(basic) for basic in basics})
+        def change(adapter: str) -> np.ndarray:
+            return unit_change(run.store.pattern(BASE, task), run.store.pattern(adapter, task))
+
+        return change(complex_task), {basic: change(basic) for basic in basics}
+
+    fit_half, held_out_half = HALVES
+    fitted = HeadCombination(non_negative=True, n_permutations=COMBINATION_PERMUTATIONS).fit(*changes(fit_half))
+    fitted.held_out(*changes(held_out_half))
     return pd.DataFrame({"basic": fitted.weights_.index, "weight": fitted.weights_.to_numpy(),
-                         "proportion": _proportions(fitted), "r2": fitted.r2_,
-                         "r2_null_median": np.median(fitted.r2_null_), "r2_p_value": fitted.r2_p_value_})
+                         "proportion": _proportions(fitted), "items_per_half": len(jobs[0].examples),
+                         "r2_fit": fitted.r2_, "r2": fitted.held_out_r2_,
+                         "r2_null_median": np.median(fitted.held_out_null_),
+                         "r2_p_value": fitted.held_out_p_value_})
 
 
 def _proportions(fitted: HeadCombination) -> np.ndarray:
@@ -216,11 +231,13 @@ def _reading(run, summary, base_correlation, combination, complex_task, mode, n_
                  f"{np.mean(across):.2f} across types (descriptive)")
     if combination is not None:
         best = combination.loc[combination["weight"].idxmax()]
-        text += (f"; {complex_task}'s change is fitted by the basic tasks' changes with R² = {best['r2']:.2f}, "
-                 f"led by {best['basic']} (α = {best['weight']:.2f}), against R² = {best['r2_null_median']:.2f} "
-                 f"(median) with each basic change shuffled over the heads, p = {best['r2_p_value']:.3f} "
-                 f"({COMBINATION_PERMUTATIONS} permutations; changes between patterns scaled to unit norm, since "
-                 "raw gradient patterns scale with the loss)")
+        half = int(combination["items_per_half"].iloc[0])
+        text += (f"; {complex_task}'s change is fitted by the basic tasks' changes, led by {best['basic']} "
+                 f"(α = {best['weight']:.2f}), with R² = {best['r2']:.2f} on held-out probe items (α fitted on "
+                 f"{half} items, scored on {half} others; R² = {best['r2_fit']:.2f} where it was fitted) against "
+                 f"R² = {best['r2_null_median']:.2f} (median) with each basic change shuffled over the heads, "
+                 f"p = {best['r2_p_value']:.3f} ({COMBINATION_PERMUTATIONS} permutations; changes between patterns "
+                 "scaled to unit norm, since raw gradient patterns scale with the loss)")
     return text + "."
 
 
@@ -289,11 +306,12 @@ def _combination_figure(path: Path, combination: pd.DataFrame, complex_task: str
     figure = MplFigure(figsize=(max(4.0, 1.5 + 0.9 * len(combination)), 3.4), layout="constrained")
     axes = figure.add_subplot()
     axes.bar(combination["basic"], combination["weight"], color=sns.color_palette("deep")[0])
-    axes.set(title=f"{complex_task} as a mix of basic tasks (R² = {combination['r2'].iloc[0]:.2f})",
+    axes.set(title=f"{complex_task} as a mix of basic tasks (held-out R² = {combination['r2'].iloc[0]:.2f})",
              ylabel="weight α (non-negative)")
     axes.tick_params(axis="x", labelrotation=30)
     sns.despine(ax=axes)
     save_figure(figure, path, DPI)
     caption = ("Non-negative least-squares weights of each basic adapter's pattern change in the complex adapter's "
-               "change, all measured on the complex task's items; R² is the share of the change they explain.")
+               "change, fitted on one half of the complex task's probe items; R² is the share of the change they "
+               "explain on the other half.")
     return Figure("Combination of basic tasks", caption, path)
