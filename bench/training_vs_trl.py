@@ -80,7 +80,7 @@ def main() -> None:
         train = build_examples(TaskRef(task=task), "train", args.train, 0)
         held_out = frozenset(example.input for example in train)
         evaluated = build_examples(TaskRef(task=task), "eval", args.items, 0, held_out)
-        rows, _ = tokenize_examples(tokenizer, spec, train, settings.max_length)
+        rows = tokenize_examples(tokenizer, spec, train, settings.max_length).rows
         tokens = sum(len(row["input_ids"]) for row in rows) * settings.epochs
         base = load_model(resolved, torch.bfloat16)
         scored = evaluate(HFBackend.wrap(base, tokenizer, 32), spec, evaluated)[0]

@@ -46,7 +46,7 @@ def test_no_tensor_is_created_off_the_model_device(tiny_model):
     model, tokenizer = tiny_model
     with torch.device("meta"):
         _model_paths(model, tokenizer)
-        rows, _ = tokenize_examples(tokenizer, CHOICE, EXAMPLES, 64)
+        rows = tokenize_examples(tokenizer, CHOICE, EXAMPLES, 64).rows
         assert answer_loss(model, pad_batch(rows, tokenizer.pad_token_id, device="cpu")) > 0
 
 

@@ -1,4 +1,5 @@
 import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -105,16 +106,106 @@ def test_missing_file_and_unreachable_hub(tmp_path: Path, monkeypatch):
     with pytest.raises(TaskError, match="data file not found"):
         build_examples(TaskRef(task="missing_file"), "train", 1, seed=0)
 
-    import datasets
+    from huggingface_hub import constants
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach the Hugging Face Hub")
-
-    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # no network probe: the answer must come from the cache
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_cache"))
     _register("hub_task", "generate", {"hf_dataset": "openai/gsm8k", "hf_config": "main", "input": "question",
                                        "target": "answer"})
-    with pytest.raises(TaskError, match="point the task at a local file with data.path"):
+    started = time.perf_counter()
+    with pytest.raises(TaskError) as caught:
         build_examples(TaskRef(task="hub_task"), "train", 1, seed=0)
+    message = str(caught.value)
+    assert "\n" not in message and time.perf_counter() - started < 5  # one line, no retries
+    assert message.startswith("train data of 'hub_task': Hugging Face dataset 'openai/gsm8k' is not in the local cache")
+    assert "HF_HUB_OFFLINE is set" in message and "hub_task_train.jsonl, hub_task_test.jsonl" in message
+    assert "data: {path: FILE}" in message
+
+
+def _rows(n: int, offset: int = 0) -> list[dict]:
+    return [{"question": f"What is {i} + {i}?", "answer": f"Double it.\n#### {2 * i}", "label": i % 2}
+            for i in range(offset, offset + n)]
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_datasets_reads_per_split_files_and_dataset_folders(tmp_path: Path):
+    _write_jsonl(tmp_path / "files" / "math_train.jsonl", _rows(30))
+    pd.DataFrame(_rows(20, offset=100)).to_parquet(tmp_path / "files" / "math_test.parquet")
+    files = {"train": str(tmp_path / "files" / "math_train.jsonl"), "test": str(tmp_path / "files" / "math_test.parquet")}
+    _register("split_files", "generate", {"data_files": files, "input": "question", "target": "answer"})
+    train = build_examples(TaskRef(task="split_files"), "train", 30, seed=0)
+    held_out = build_examples(TaskRef(task="split_files"), "eval", 20, seed=0)
+    assert {e.answer for e in train} == {str(2 * i) for i in range(30)}
+    assert {e.answer for e in held_out} == {str(2 * i) for i in range(100, 120)}
+
+    # A folder laid out like a hub dataset with two configs: datasets.load_dataset(folder, config) picks the config.
+    folder = tmp_path / "hub_copy"
+    for config, offset in (("main", 0), ("other", 500)):
+        pd.DataFrame(_rows(12, offset)).to_parquet(_parent(folder / config / "train-00000-of-00001.parquet"))
+        pd.DataFrame(_rows(6, offset + 50)).to_parquet(folder / config / "test-00000-of-00001.parquet")
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n"
+        "- config_name: main\n  data_files:\n  - split: train\n    path: main/train-*\n  - split: test\n    path: main/test-*\n"
+        "- config_name: other\n  data_files:\n  - split: train\n    path: other/train-*\n  - split: test\n    path: other/test-*\n"
+        "---\n")
+    for config, offset in (("main", 0), ("other", 500)):
+        _register(f"folder_{config}", "generate", {"hf_dataset": str(folder), "hf_config": config, "input": "question",
+                                                   "target": "answer", "train_split": "train[:10]"})
+        train = build_examples(TaskRef(task=f"folder_{config}"), "train", 10, seed=0)
+        held_out = build_examples(TaskRef(task=f"folder_{config}"), "eval", 6, seed=0)
+        assert {e.answer for e in train} == {str(2 * i) for i in range(offset, offset + 10)}  # the slice: first 10
+        assert {e.answer for e in held_out} == {str(2 * i) for i in range(offset + 50, offset + 56)}
+    with pytest.raises(TaskError, match="no file for split 'validation'"):
+        _register("no_split", "generate", {"data_files": files, "input": "question", "target": "answer",
+                                           "eval_split": "validation"})
+        build_examples(TaskRef(task="no_split"), "eval", 5, seed=0)
+
+
+def _parent(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_data_dir_finds_local_copies_by_conventional_names(tmp_path: Path, monkeypatch):
+    _register("hubbed", "generate", {"hf_dataset": "someone/hubbed", "input": "question", "target": "answer",
+                                     "eval_split": "validation"})
+    ref = TaskRef(task="hubbed")
+    # One file per split; the validation split may be spelled "dev", as GLUE's files are.
+    per_split = tmp_path / "per_split"
+    _write_jsonl(per_split / "hubbed_train.jsonl", _rows(15))
+    _write_jsonl(per_split / "hubbed_dev.jsonl", _rows(8, offset=200))
+    assert {e.answer for e in build_examples(ref, "eval", 8, 0, data_dir=per_split)} == {str(2 * i) for i in range(200, 208)}
+    assert len(build_examples(ref, "train", 15, 0, data_dir=per_split)) == 15
+    # One file for both splits: eval items first, training excludes them.
+    single = _write_jsonl(tmp_path / "single" / "hubbed.jsonl", _rows(20)).parent
+    held_out = build_examples(ref, "eval", 5, 0, data_dir=single)
+    train = build_examples(ref, "train", 15, 0, exclude=frozenset(e.input for e in held_out), data_dir=single)
+    assert not {e.input for e in train} & {e.input for e in held_out}
+    # A dataset folder named after the task, found through the environment variable.
+    folder = tmp_path / "env" / "hubbed"
+    _write_jsonl(folder / "train.jsonl", _rows(4))
+    _write_jsonl(folder / "validation.jsonl", _rows(3, offset=300))
+    monkeypatch.setenv("CROSSTASK_DATA_DIR", str(tmp_path / "env"))
+    assert {e.answer for e in build_examples(ref, "eval", 3, 0)} == {"600", "602", "604"}
+    # An entry's own path wins over data_dir, and keeps the task's field mapping.
+    own = _write_jsonl(tmp_path / "own.jsonl", _rows(3, offset=900))
+    overridden = TaskRef(task="hubbed", data={"path": str(own)})
+    assert {e.answer for e in build_examples(overridden, "eval", 3, 0)} == {"1800", "1802", "1804"}
+    renamed = _write_jsonl(tmp_path / "renamed.jsonl", [{"q": "What is 1 + 1?", "answer": "#### 2"}])
+    remapped = TaskRef(task="hubbed", data={"path": str(renamed), "input": "q"})
+    assert build_examples(remapped, "eval", 1, 0)[0].input == "What is 1 + 1?"
+
+
+def test_an_entry_without_an_origin_or_fields_is_a_one_line_error(tmp_path: Path):
+    with pytest.raises(TaskError, match="task 'word_problems': data needs path, data_files or hf_dataset and target"):
+        build_examples(TaskRef(task="word_problems", data={"input": "q"}), "train", 1, 0)
+    with pytest.raises(Exception, match="give only one of 'path', 'data_files' or 'hf_dataset'"):
+        DataSource(path="a.jsonl", hf_dataset="x/y", input="q", target="a")
 
 
 def test_file_in_a_source_entry_overrides_the_family(tmp_path: Path):

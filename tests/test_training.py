@@ -24,15 +24,41 @@ EXAMPLES = [Example(f"Item {i}: {'apple' if i % 2 else 'sky'}", "red" if i % 2 e
 
 def test_loss_is_on_the_answer_only(tiny_model):
     _, tokenizer = tiny_model
-    rows, truncated = tokenize_examples(tokenizer, SPEC, EXAMPLES[:1], max_length=256)
+    tokenized = tokenize_examples(tokenizer, SPEC, EXAMPLES[:1], max_length=256)
+    rows = tokenized.rows
     prompt_length = len(tokenizer(SPEC.prompt(EXAMPLES[0]))["input_ids"])
     labels = rows[0]["labels"]
-    assert truncated == 0
+    assert tokenized.truncated == tokenized.dropped == 0
     assert labels[:prompt_length] == [IGNORE_INDEX] * prompt_length
     answer = tokenizer(" blue", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     assert labels[prompt_length:] == answer == rows[0]["input_ids"][prompt_length:]
-    _, truncated = tokenize_examples(tokenizer, SPEC, EXAMPLES[:3], max_length=8)
-    assert truncated == 3
+
+
+def test_truncation_never_cuts_the_answer(tiny_model):
+    _, tokenizer = tiny_model
+    spec = TaskSpec("math", "Solve the problem.", "Answer", "generate")
+    question = " ".join(f"Step {i}: a farmer buys {i} more apples." for i in range(40)) + " How many now?"
+    solution = "She adds them up: 1 + 2 + 3 = 6 apples in all.\n#### 780"
+    long_example = Example(question, solution, "780")
+    short_example = Example("What is 2 + 2?", "#### 4", "4")
+    full_prompt = tokenizer(spec.prompt(long_example))["input_ids"]
+    answer = tokenizer(spec.completion(long_example), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    max_length = len(answer) + 40
+    assert len(full_prompt) + len(answer) > max_length
+    tokenized = tokenize_examples(tokenizer, spec, [long_example, short_example], max_length)
+    assert (tokenized.truncated, tokenized.dropped) == (1, 0) and len(tokenized.rows) == 2
+    row = tokenized.rows[0]
+    assert len(row["input_ids"]) == max_length
+    assert row["input_ids"][-len(answer):] == answer and row["labels"][-len(answer):] == answer  # "#### 780" kept
+    assert row["labels"][:-len(answer)] == [IGNORE_INDEX] * (max_length - len(answer))
+    text = tokenizer.decode(row["input_ids"][:-len(answer)])
+    assert text.startswith("Solve the problem.") and text.endswith("How many now?\nAnswer:")  # instruction and trigger
+    assert "Step 0:" not in text  # what goes is the start of the input
+    assert tokenized.rows[1]["input_ids"] == tokenizer(spec.prompt(short_example))["input_ids"] + tokenizer(
+        spec.completion(short_example), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    # No room for the answer and a few prompt tokens: the example is dropped and counted, never cut.
+    cramped = tokenize_examples(tokenizer, spec, [long_example, short_example], len(answer) + 4)
+    assert (cramped.truncated, cramped.dropped, len(cramped.rows)) == (0, 1, 1)
 
 
 @pytest.mark.parametrize("head_takes_a_mask", [True, False])  # transformers >= 5.2x, and the older 5.x
@@ -43,7 +69,7 @@ def test_answer_loss_equals_the_causal_lm_loss_on_answer_tokens(tiny_model, monk
         pytest.skip("this transformers takes no boolean logits_to_keep mask")
     monkeypatch.setattr(crosstask.training, "_HEAD_TAKES_A_MASK", head_takes_a_mask)
     model, tokenizer = tiny_model
-    rows, _ = tokenize_examples(tokenizer, SPEC, EXAMPLES[:5], max_length=256)
+    rows = tokenize_examples(tokenizer, SPEC, EXAMPLES[:5], max_length=256).rows
     batch = pad_batch(rows, tokenizer.pad_token_id)  # rows of different lengths: padding included
     with torch.no_grad():
         reference = model(**batch).loss  # transformers' loss: logits at every position

@@ -289,7 +289,7 @@ def test_learning_check_flags_adapters_that_did_not_learn_their_own_task(tmp_pat
     intervals = pd.DataFrame({"model": ["good", "good", "flat"], "target": ["good_task", "other", "flat_task"],
                               "delta": [0.2, -0.1, 0.01], "significant": [True, True, False]})
     own = {"good": "good_task", "flat": "flat_task", "elsewhere": None}
-    text = learning_check(intervals, own, {"flat": (2.31, 2.29)})
+    text = learning_check(intervals, own, {"flat": {"first_loss": 2.31, "last_loss": 2.29}})
     assert text.startswith("Warning: 1 of 2 adapters did not clearly improve on their own task: flat (+1.0 pp on "
                            "flat_task, training loss 2.31 → 2.29)")
     assert "say nothing about transfer" in text and "Not checked (their task is not a target): elsewhere." in text
@@ -300,3 +300,27 @@ def test_learning_check_flags_adapters_that_did_not_learn_their_own_task(tmp_pat
     matrix, bootstrap = report_inputs(2)
     html = write_report(tmp_path, matrix, bootstrap, None, META | {"learning_check": text}).read_text()
     assert html.index("Warning: 1 of 2 adapters") < html.index("Averaged over")
+
+
+def test_learning_check_warns_when_training_examples_did_not_fit():
+    from crosstask.report import learning_check
+
+    intervals = pd.DataFrame({"model": ["math", "math@seed1"], "target": ["math", "math"], "delta": [0.2, 0.2],
+                              "significant": [True, True]})
+    long = {"examples": 117, "truncated": 30, "dropped": 3, "max_length": 256}
+    text = learning_check(intervals, {"math": "math", "math@seed1": "math"}, {"math": long, "math@seed1": long})
+    assert text.count("Warning: 33 of 120 training examples of math exceeded lora.max_length 256") == 1
+    assert "30 lost the start of their input, 3 were dropped" in text and text.startswith("Every adapter")
+    few = {"examples": 150, "truncated": 5, "dropped": 0, "max_length": 256}  # 3 %: not worth a warning
+    assert "Warning" not in learning_check(intervals, {"math": "math"}, {"math": few})
+
+
+def test_report_shows_training_loss_curves_with_the_adapters_that_did_not_learn(tmp_path):
+    matrix, intervals = report_inputs(2)
+    adapters = [name for name in matrix.index if name != "base"]
+    own = {adapters[0]: matrix.columns[0], adapters[1]: matrix.columns[1]}
+    flat = intervals.assign(significant=False)
+    training = {name: {"loss_curve": [[1, 2.0], [2, 1.5 + i], [3, 1.0 + i]]} for i, name in enumerate(adapters)}
+    html = write_report(tmp_path, matrix, flat, None, META | {"training": training, "own_targets": own}).read_text()
+    assert (tmp_path / "training_loss.png").is_file() and "Training loss" in html
+    assert f"In red: {', '.join(sorted(adapters))}" in html

@@ -38,17 +38,21 @@ def experiment(spec: ExperimentLike) -> Experiment:
 
 def run(spec: ExperimentLike, out_dir: Optional[Union[str, Path]] = None, progress: bool = True,
         executor=None, device: Optional[str] = None, backend: Optional[str] = None,
-        address: Optional[str] = None, replace: bool = False, seeds: Optional[list[int]] = None) -> Path:
+        address: Optional[str] = None, replace: bool = False, seeds: Optional[list[int]] = None,
+        data_dir: Optional[Union[str, Path]] = None) -> Path:
     """Run or resume an experiment; returns the path of ``report.html``.
 
     ``device``, ``backend`` and ``executor`` (a name such as "ray", or an executor object) override the
     experiment's settings; ``address`` is the Ray cluster to join ("auto", "ray://host:10001");
-    ``seeds`` its training seeds.
+    ``seeds`` its training seeds; ``data_dir`` where local copies of datasets are (relative to the
+    current directory).
     An ``out_dir`` holding another experiment's results is refused unless ``replace`` (which discards them).
     """
     parsed = with_overrides(experiment(spec), device=device, backend=backend, executor=executor, address=address)
     if seeds is not None:
         parsed = validate_settings(Experiment, parsed.model_dump() | {"seeds": list(seeds)}, "--seeds")
+    if data_dir is not None:
+        parsed = parsed.model_copy(update={"data_dir": str(Path(data_dir).resolve())})
     base_dir = Path(spec).parent if isinstance(spec, (str, Path)) else Path(".")
     out = Path(out_dir) if out_dir is not None else Path("runs") / parsed.name
     return pipeline.run(parsed, out, base_dir=base_dir, executor=None if isinstance(executor, (str, type(None)))
@@ -178,9 +182,9 @@ def tasks() -> list[TaskFamily]:
     return list_families()
 
 
-def example(task: str, seed: int = 0) -> Example:
+def example(task: str, seed: int = 0, data_dir: Optional[Union[str, Path]] = None) -> Example:
     """One example of a registered task with its default options."""
-    return sample(task, 1, seed)[0]
+    return sample(task, 1, seed, data_dir=data_dir)[0]
 
 
 def _store(run_dir: Union[str, Path]) -> Store:
@@ -208,7 +212,10 @@ def load_traits(run_dir: Union[str, Path]) -> dict:
     return json.loads((Path(run_dir) / "traits.json").read_text())
 
 
-def sample(task: str, n: int, seed: int = 0, split: str = "train", **options) -> list[Example]:
-    """Examples of a registered task, e.g. ``sample("word_problems", 5, solution_style="verbose")``."""
-    return build_examples(TaskRef(task=task, options=options), split, n, seed)
+def sample(task: str, n: int, seed: int = 0, split: str = "train", data_dir: Optional[Union[str, Path]] = None,
+           **options) -> list[Example]:
+    """Examples of a registered task, e.g. ``sample("word_problems", 5, solution_style="verbose")``; a catalogue
+    task reads ``data_dir`` (default: CROSSTASK_DATA_DIR), else the Hugging Face hub or its cache."""
+    return build_examples(TaskRef(task=task, options=options), split, n, seed,
+                          data_dir=Path(data_dir) if data_dir is not None else None)
 

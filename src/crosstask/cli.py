@@ -15,7 +15,7 @@ def _run(args) -> None:
 
     report = api.run(args.experiment, out_dir=args.out, progress=not args.quiet, executor=args.executor,
                      device=args.device, backend=args.backend, address=args.address, replace=args.replace,
-                     seeds=args.seeds)
+                     seeds=args.seeds, data_dir=args.data_dir)
     print(f"report: {report}")
     from .pipeline import stored_learning_check
 
@@ -80,19 +80,53 @@ def _mix(args) -> None:
 
 def _tasks(args) -> None:
     from . import api
+    from .tasks.data import data_dir_of
 
-    for family in api.tasks():
-        spec = family.spec
-        labels = f" labels: {', '.join(spec.labels)}" if spec.labels else ""
-        print(f"== {spec.name} ({spec.answer_type}){labels}")
-        if spec.description:
-            print(f"   {spec.description}")
-        options = family.options_model.model_fields
-        if options:
-            print("   options: " + ", ".join(f"{name}={field.default!r}" for name, field in options.items()))
-        example = api.example(spec.name)
-        print("   " + (spec.prompt(example) + spec.completion(example)).replace("\n", "\n   "))
-        print()
+    data_dir = data_dir_of(args.data_dir)
+    families = api.tasks()
+    catalogue = [family for family in families if family.about]
+    for heading, group in (("Built-in tasks (generated offline)", [f for f in families if not f.about]),
+                           ("Catalogue of real datasets (Hugging Face, or a local copy: --data-dir / "
+                            "CROSSTASK_DATA_DIR)", catalogue)):
+        print(f"# {heading}\n")
+        for family in group:
+            _describe_task(api, family, data_dir)
+
+
+def _describe_task(api, family, data_dir) -> None:
+    from .tasks.real import availability
+
+    spec, about = family.spec, family.about
+    labels = f" labels: {', '.join(spec.labels)}" if spec.labels else ""
+    print(f"== {spec.name} ({spec.answer_type}){labels}")
+    if spec.description:
+        print(f"   {spec.description}")
+    options = family.options_model.model_fields
+    if options:
+        print("   options: " + ", ".join(f"{name}={field.default!r}" for name, field in options.items()))
+    if about:
+        data = family.data
+        config = f" ({data['hf_config']})" if data.get("hf_config") else ""
+        role = "" if about["in_paper"] else "; not one of paper 1's datasets"
+        print(f"   dataset: {about['dataset']}{role}; {about['reference']}")
+        print(f"   source: {data.get('hf_dataset', data.get('path'))}{config}, train split "
+              f"{data.get('train_split', 'train')}, eval split {data.get('eval_split', 'test')}"
+              f"{', pool of ' + format(data['pool'], ',') + ' records' if data.get('pool') else ''}; "
+              f"licence: {about['license']}")
+        if about["notes"]:
+            print(f"   note: {about['notes']}")
+        where = availability(family, data_dir)
+        print(f"   offline: {where}")
+        if where.startswith("not available"):
+            print()
+            return
+    try:
+        example = api.sample(spec.name, 1, split="eval" if about else "train", data_dir=data_dir)[0]
+    except CrosstaskError as error:  # a local copy whose fields differ: say so, and go on listing
+        print(f"   cannot read it: {error}\n")
+        return
+    print("   " + (spec.prompt(example) + spec.completion(example)).replace("\n", "\n   "))
+    print()
 
 
 def _where_options(command: argparse.ArgumentParser) -> None:
@@ -116,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", nargs="+", type=int, metavar="SEED",
                      help="training seeds: one adapter per source and seed (default: the YAML's)")
     run.add_argument("--backend", help="model backend for evaluation: hf or vllm (default: the YAML's, else hf)")
+    run.add_argument("--data-dir", help="where local copies of datasets are (default: the YAML's data_dir, "
+                                        "else CROSSTASK_DATA_DIR)")
     _where_options(run)
     run.set_defaults(handler=_run)
 
@@ -173,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     _where_options(mix)
     mix.set_defaults(handler=_mix)
 
-    tasks = commands.add_parser("tasks", help="list the registered tasks with one rendered example each")
+    tasks = commands.add_parser("tasks", help="list the registered tasks and the catalogue of real datasets, "
+                                               "with one rendered example each where the data are at hand")
+    tasks.add_argument("--data-dir", help="where local copies of datasets are (default: CROSSTASK_DATA_DIR)")
     tasks.set_defaults(handler=_tasks)
     return parser
 

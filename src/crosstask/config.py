@@ -23,26 +23,71 @@ class Strict(BaseModel):
 class DataSource(Strict):
     """Where a file-backed task's examples come from, and how its fields map onto a task example.
 
+    Exactly one origin: ``path`` (one local file, a single split: the eval items are drawn first and
+    training excludes them), ``data_files`` (one local file per split, read through ``datasets``) or
+    ``hf_dataset`` (a Hugging Face dataset id, or a local dataset folder such as a downloaded hub
+    snapshot, read with ``datasets.load_dataset``). Split names take ``datasets`` slices
+    (``train[:20000]``): the documented subset of a large dataset.
+
     ``input`` and ``target`` are field names or ``str.format`` templates over the record's fields
     (``"Premise: {premise}\\nHypothesis: {hypothesis}"``). ``label_map`` maps raw values of a choice
     task's target field (e.g. ``0``/``1``) onto its labels.
+
+    On a source or target entry, ``data`` may be partial: it overrides only what it sets on top of a
+    catalogue task's own source (e.g. ``{path: gsm8k_test.jsonl}`` keeps the field mapping), so every
+    field defaults to None, meaning "inherit"; :meth:`resolved` fills the defaults.
     """
 
     path: Optional[str] = None  # local .jsonl / .json / .csv / .tsv / .parquet
-    hf_dataset: Optional[str] = None  # a Hugging Face dataset name, loaded through `datasets`
+    data_files: Optional[dict[str, str]] = None  # split -> local file, e.g. {train: t.jsonl, test: e.jsonl}
+    hf_dataset: Optional[str] = None  # a Hugging Face dataset id or a local dataset folder
     hf_config: Optional[str] = None
-    train_split: str = "train"
-    eval_split: str = "test"
-    input: str
-    target: str
+    train_split: Optional[str] = None  # default "train"
+    eval_split: Optional[str] = None  # default "test"
+    input: Optional[str] = None
+    target: Optional[str] = None
     answer: Optional[str] = None  # field or template holding the canonical answer, if not derived from target
-    label_map: dict[str, str] = Field(default_factory=dict)
+    label_map: Optional[dict[str, str]] = None
+    # A numeric target field cut into labels: [[upper bound, label], ...], the first bound the value is below
+    # (e.g. [[0.5, neutral], [.inf, toxic]] on a toxicity score); label_map then applies to the label.
+    bins: Optional[list[tuple[float, str]]] = None
+    input_chars: Optional[int] = Field(None, ge=1)  # cut the rendered input to this many characters
+    # Sample examples from this many records of a split, drawn once at random (the same for every seed):
+    # the documented subset of a large dataset, and a bound on what is read into memory.
+    pool: Optional[int] = Field(None, ge=1)
 
     @model_validator(mode="after")
-    def _one_origin(self):
-        if (self.path is None) == (self.hf_dataset is None):
-            raise ValueError("give exactly one of 'path' or 'hf_dataset'")
+    def _at_most_one_origin(self):
+        if len(self.origins()) > 1:
+            raise ValueError("give only one of 'path', 'data_files' or 'hf_dataset'")
         return self
+
+    def origins(self) -> list[str]:
+        return [name for name in ("path", "data_files", "hf_dataset") if getattr(self, name) is not None]
+
+    def over(self, base: Optional[DataSource]) -> DataSource:
+        """This (partial) source on top of ``base``: what it sets wins; a new origin replaces the old one."""
+        if base is None:
+            return self
+        mine = {name: value for name, value in self.model_dump().items() if value is not None}
+        merged = base.model_dump()
+        if self.origins():
+            merged.update({"path": None, "data_files": None, "hf_dataset": None, "hf_config": None})
+        return DataSource(**(merged | mine))
+
+    def missing(self) -> str:
+        """What a complete source still lacks, e.g. "input and target" ('' when nothing)."""
+        missing = [name for name in ("input", "target") if getattr(self, name) is None]
+        if not self.origins():
+            missing.insert(0, "path, data_files or hf_dataset")
+        return " and ".join(missing)
+
+    def resolved(self, where: str) -> DataSource:
+        """A complete source with defaults filled in; one-line ConfigError when origin or fields are missing."""
+        if self.missing():
+            raise ConfigError(f"{where}: data needs {self.missing()}")
+        return self.model_copy(update={"train_split": self.train_split or "train",
+                                       "eval_split": self.eval_split or "test", "label_map": self.label_map or {}})
 
 
 class TaskDefinition(Strict):
@@ -56,9 +101,17 @@ class TaskDefinition(Strict):
     extractor: str = "final_number"
     max_new_tokens: int = Field(32, ge=1, le=4096)
     stop: list[str] = Field(default_factory=lambda: ["\n\n"])
+    answer_end: str = ""  # generate: a regex that, once matched, ends the answer (e.g. "####\\s*\\S+\\n")
+    target_delimiter: str = " "  # between "<trigger>:" and the target (paper 1's layout: "\n")
     label_meanings: dict[str, str] = Field(default_factory=dict)
     description: str = ""
     data: DataSource
+
+    @model_validator(mode="after")
+    def _complete_data(self):
+        if self.data.missing():
+            raise ValueError(f"data needs {self.data.missing()}")
+        return self
 
 
 class TaskRef(Strict):
@@ -233,6 +286,9 @@ class Experiment(Strict):
     eval: EvalSettings = Field(default_factory=EvalSettings)
     analysis: AnalysisSettings = Field(default_factory=AnalysisSettings)
     tasks: list[TaskDefinition] = Field(default_factory=list)
+    # Local copies of catalogue datasets (crosstask tasks): relative to the YAML's folder; default: the
+    # CROSSTASK_DATA_DIR environment variable
+    data_dir: Optional[str] = None
 
     @field_validator("backend", "executor", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from typing import Optional
 
 from .backends.base import Backend, Progress, no_progress
 from .requests import ChoiceRequest, GenerateRequest
-from .tasks.base import TARGET_DELIMITER, Example, TaskSpec
+from .tasks.base import Example, TaskSpec
 
 
 @dataclass
@@ -38,7 +38,7 @@ def evaluate(backend: Backend, spec: TaskSpec, examples: Sequence[Example], mode
     returns one list of results per model, in order."""
     prompts = [spec.prompt(example) for example in examples]
     if spec.answer_type == "choice":
-        continuations = tuple(TARGET_DELIMITER + label for label in spec.labels)
+        continuations = tuple(spec.target_delimiter + label for label in spec.labels)
         answers = backend.loglikelihoods(
             [ChoiceRequest(prompt, continuations, model) for model in models for prompt in prompts], progress)
         score = _choice_result

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from .files import write_atomically
-from .tasks.base import TARGET_DELIMITER, Example, TaskSpec
+from .tasks.base import Example, TaskSpec
 
 FINAL_NUMBER = r"-?[\d,]*\.?\d+"
 MARKED_NUMBER = r"####\s*(-?[\d,]*\.?\d+)"
@@ -44,7 +44,7 @@ def write_task(folder: Path, name: str, spec: TaskSpec, examples: list[Example])
     }
     if spec.answer_type == "choice":
         config |= {"output_type": "multiple_choice", "doc_to_choice": "choices", "doc_to_target": "gold",
-                   "target_delimiter": TARGET_DELIMITER,
+                   "target_delimiter": spec.target_delimiter,
                    "metric_list": [{"metric": "acc"}, {"metric": "acc_norm"}]}
     else:
         config |= {"output_type": "generate_until", "doc_to_target": "answer", "target_delimiter": "",
@@ -59,6 +59,12 @@ def _extraction(spec: TaskSpec) -> list[dict]:
     # fallback "": no match is an empty prediction, as crosstask's extractors return (lm-eval: "[invalid]")
     if spec.extractor == "first_line":
         return [{"function": "regex", "regex_pattern": r"^\s*([^\n]*?)\s*(?:\n|$)", "fallback": ""},
+                {"function": "take_first"}]
+    # The phrase extractors in lm-eval's regex filter: the last match's group, its closing full stop left out.
+    phrases = {"answer_is": r"(?i)answer is:?[ \t]*([^\n]*?)\.?[ \t]*(?:\n|$)",
+               "after_equals": r"=[ \t]*([^\n=]*?)\.?[ \t]*(?:\n|$)"}
+    if spec.extractor in phrases:
+        return [{"function": "regex", "regex_pattern": phrases[spec.extractor], "group_select": -1, "fallback": ""},
                 {"function": "take_first"}]
     if spec.extractor != "final_number":
         raise ValueError(f"task {spec.name!r}: no lm-eval filter for extractor {spec.extractor!r}")

@@ -32,7 +32,7 @@ from .progress import Reporter
 from .sections import cells_key, read_sections, recorded_sections_exist
 from .store import Store
 from .tasks.base import Example
-from .tasks.data import build_examples, examples_digest, register_definitions, resolve, with_fewshot
+from .tasks.data import build_examples, data_dir_of, examples_digest, register_definitions, resolve, with_fewshot
 from .workspace import Workspace, adapter_folder
 
 
@@ -95,6 +95,20 @@ def plan(experiment: Experiment, base_dir: Path = Path("."), root: Path = Path("
     register_definitions(experiment.tasks)
     for ref in experiment.source_refs + experiment.target_refs:
         resolve(ref).options(ref.options)
+    for ref in experiment.target_refs:
+        about = resolve(ref).about or {}
+        if not about.get("as_target", True):
+            raise CrosstaskError(f"targets: {ref.task!r} is a training source only: {about.get('notes', '')}")
+    # The data first: a dataset that is not at hand fails before the model is fetched or converted.
+    eval_sets = {ref.label: _examples(ref, "eval", experiment.eval_examples, experiment, base_dir)
+                 for ref in experiment.target_refs}
+    held_out: dict[str, set[str]] = {}
+    for ref in experiment.target_refs:
+        held_out.setdefault(ref.task, set()).update(example.input for example in eval_sets[ref.label])
+    train_sets = {ref.label: _examples(ref, "train", experiment.train_examples, experiment, base_dir,
+                                       frozenset(held_out.get(ref.task, ())))
+                  for ref in experiment.source_refs}
+
     backend_version = check_backend(experiment.backend.name, experiment.backend.options)
     model = resolve_model(experiment.base_model)
     check_available(model)
@@ -104,17 +118,10 @@ def plan(experiment: Experiment, base_dir: Path = Path("."), root: Path = Path("
     dtype = planned_dtype(experiment.precision, experiment.device)
     base_key = model_key(model, dtype)
 
-    eval_sets = {ref.label: _examples(ref, "eval", experiment.eval_examples, experiment, base_dir)
-                 for ref in experiment.target_refs}
-    held_out: dict[str, set[str]] = {}
-    for ref in experiment.target_refs:
-        held_out.setdefault(ref.task, set()).update(example.input for example in eval_sets[ref.label])
-
     result = Plan(experiment, model, dtype)
     adapters: dict[str, AdapterRef] = {}
     for ref in experiment.source_refs:
-        examples = _examples(ref, "train", experiment.train_examples, experiment, base_dir,
-                             frozenset(held_out.get(ref.task, ())))
+        examples = train_sets[ref.label]
         spec = resolve(ref).spec
         lora = experiment.lora_for(ref)
         for name, seed in experiment.replicates(ref):
@@ -179,14 +186,24 @@ def _target_spec(ref: TaskRef, experiment: Experiment, base_dir: Path, held_out:
     # The shots get their own seed stream, so they are not the first training items of a source.
     seed = (experiment.seed if ref.seed is None else ref.seed) + 7919
     shots = build_examples(ref.model_copy(update={"noise": 0.0}), "train", ref.fewshot, seed,
-                           frozenset(held_out.get(ref.task, ())), base_dir)
+                           frozenset(held_out.get(ref.task, ())), base_dir, data_dir_of(experiment.data_dir, base_dir))
     return with_fewshot(spec, shots)
 
 
 def _examples(ref: TaskRef, split: str, default_n: int, experiment: Experiment, base_dir: Path,
               exclude: frozenset[str] = frozenset()) -> list[Example]:
     seed = experiment.seed if ref.seed is None else ref.seed
-    return build_examples(ref, split, ref.examples or default_n, seed, exclude, base_dir)
+    return build_examples(ref, split, ref.examples or default_n, seed, exclude, base_dir,
+                          data_dir_of(experiment.data_dir, base_dir))
+
+
+def pin_data_dir(experiment: Experiment, base_dir: Path) -> Experiment:
+    """The experiment with its data directory (the YAML's ``data_dir``, else CROSSTASK_DATA_DIR) as an absolute
+    path, so that what is stored with the run finds the same local copies later, whatever the environment."""
+    data_dir = data_dir_of(experiment.data_dir, base_dir)
+    if data_dir is None:
+        return experiment
+    return experiment.model_copy(update={"data_dir": str(data_dir.resolve())})
 
 
 def make_executor(experiment: Experiment):
@@ -216,6 +233,7 @@ def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), execu
     """
     reporter = reporter or Reporter(enabled=False)
     out_dir = Path(out_dir)
+    experiment = pin_data_dir(experiment, base_dir)
     the_plan = plan(experiment, base_dir, out_dir)
     executor = executor or make_executor(experiment)
     check_where(experiment, executor)
@@ -284,7 +302,9 @@ def export(root: Path, store: Store, experiment: Experiment) -> Path:
         traits_skipped = f"Latent traits were not computed: {reason}."
     latest = store.latest_run() or {}
     meta = {
-        "learning_check": learning_check(intervals, own_targets(experiment), _losses(store)),
+        "learning_check": learning_check(intervals, own_targets(experiment), training_metrics(store)),
+        "training": training_metrics(store),
+        "own_targets": own_targets(experiment),
         "traits_skipped": traits_skipped,
         "name": experiment.name,
         "base_model": experiment.base_model,
@@ -308,10 +328,10 @@ def own_targets(experiment: Experiment) -> dict[str, Optional[str]]:
     return {ref.label: by_task.get(resolve(ref).spec.name) for ref in experiment.source_refs}
 
 
-def _losses(store: Store) -> dict[str, tuple]:
+def training_metrics(store: Store) -> dict[str, dict]:
+    """Each stored adapter's training metrics (losses, loss curve, truncation counts, time)."""
     adapters = store.adapters()
-    metrics = {name: json.loads(text) for name, text in zip(adapters["name"], adapters["metrics"])}
-    return {name: (values.get("first_loss"), values.get("last_loss")) for name, values in metrics.items()}
+    return {name: json.loads(text) for name, text in zip(adapters["name"], adapters["metrics"])}
 
 
 def stored_learning_check(root: Path) -> str:
@@ -319,7 +339,7 @@ def stored_learning_check(root: Path) -> str:
     from .report import learning_check
 
     intervals = pd.read_csv(Path(root) / "intervals.csv")
-    return learning_check(intervals, own_targets(stored_experiment(root)), _losses(open_store(root)))
+    return learning_check(intervals, own_targets(stored_experiment(root)), training_metrics(open_store(root)))
 
 
 def _timings(store: Store) -> dict[str, float]:

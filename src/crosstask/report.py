@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from matplotlib.figure import Figure as MplFigure
 
 from .analysis.traits import BASE, LatentTraits
+from .config import REPLICATE_MARK
 from .files import save_figure, write_atomically
 from .sections import Figure, Section
 
@@ -63,6 +64,10 @@ def write_report(
             _delta_figure(out_dir, delta_pp, significant, marking),
             _raw_figure(out_dir, matrix.loc[[BASE, *adapters.index]].astype(float) * 100),
         ]
+        loss_figure = _loss_figure(out_dir, meta.get("training") or {},
+                                   set(not_learned(intervals, meta.get("own_targets") or {})))
+        if loss_figure is not None:
+            matrix_figures.append(loss_figure)
         trait_figures = _trait_figures(out_dir, traits) if traits is not None else []
 
     html = _environment().get_template("report.html").render(
@@ -273,33 +278,88 @@ def _marking_text(intervals: pd.DataFrame | None, n_cells: int) -> str:
     return f"{test}, {correction}-corrected across the {n_cells} cells"
 
 
-def learning_check(intervals: pd.DataFrame | None, own_targets: dict[str, str | None],
-                   losses: dict[str, tuple] | None = None) -> str:
-    """The first thing to read: did each adapter clearly improve on its own task? Its row's other cells say
-    nothing about transfer if it did not. ``own_targets`` maps an adapter to the target of its source's
-    task (None when no target has it); ``losses`` maps an adapter to its (first, last) training loss."""
+def not_learned(intervals: pd.DataFrame | None, own_targets: dict[str, str | None]) -> dict[str, tuple[str, float]]:
+    """Adapters that did not significantly improve on their own task: name -> (that target, difference)."""
     if intervals is None or intervals.empty:
-        return ""
+        return {}
     cells = intervals.set_index(["model", "target"])
-    failed, untested = [], [name for name, target in own_targets.items() if target is None]
+    failed = {}
     for name, target in own_targets.items():
         if target is None or (name, target) not in cells.index:
             continue
         cell = cells.loc[(name, target)]
         if not (cell["significant"] and cell["delta"] > 0):
-            first, last = (losses or {}).get(name, (None, None))
-            loss = f", training loss {first:.2f} → {last:.2f}" if first is not None and last is not None else ""
-            failed.append(f"{name} ({cell['delta'] * 100:+.1f} pp on {target}{loss})")
+            failed[name] = (target, float(cell["delta"]))
+    return failed
+
+
+TRUNCATION_WARNING_SHARE = 0.1  # warn when more than this share of a source's training examples did not fit
+
+
+def learning_check(intervals: pd.DataFrame | None, own_targets: dict[str, str | None],
+                   training: dict[str, dict] | None = None) -> str:
+    """The first thing to read: did each adapter clearly improve on its own task? Its row's other cells say
+    nothing about transfer if it did not. ``own_targets`` maps an adapter to the target of its source's
+    task (None when no target has it); ``training`` maps an adapter to its training metrics
+    (``first_loss``, ``last_loss``, ``examples``, ``truncated``, ``dropped``, ``max_length``)."""
+    training = training or {}
+    text = _truncation_warnings(training)
+    if intervals is None or intervals.empty:
+        return text
+    failed = []
+    for name, (target, delta) in not_learned(intervals, own_targets).items():
+        first, last = training.get(name, {}).get("first_loss"), training.get(name, {}).get("last_loss")
+        loss = f", training loss {first:.2f} → {last:.2f}" if first is not None and last is not None else ""
+        failed.append(f"{name} ({delta * 100:+.1f} pp on {target}{loss})")
+    untested = [name for name, target in own_targets.items() if target is None]
     checked = len(own_targets) - len(untested)
-    text = ""
     if failed:
         text = (f"Warning: {len(failed)} of {checked} adapters did not clearly improve on their own task: "
-                f"{', '.join(failed)}; the other cells of their rows say nothing about transfer.")
+                f"{', '.join(failed)}; the other cells of their rows say nothing about transfer "
+                f"(their loss curves are in the training figure). {text}")
     elif checked:
-        text = f"Every adapter whose task is a target ({checked}) improved significantly on it."
+        text = f"Every adapter whose task is a target ({checked}) improved significantly on it. {text}"
     if untested:
         text += f" Not checked (their task is not a target): {', '.join(untested)}."
-    return text.strip()
+    return " ".join(text.split())
+
+
+def _truncation_warnings(training: dict[str, dict]) -> str:
+    """One warning per source (its seed replicates share the data) whose examples often exceeded max_length."""
+    warned = {}
+    for name, metrics in training.items():
+        cut, dropped = metrics.get("truncated", 0), metrics.get("dropped", 0)
+        given = metrics.get("examples", 0) + dropped
+        source = name.split(REPLICATE_MARK)[0]
+        if given and (cut + dropped) / given > TRUNCATION_WARNING_SHARE and source not in warned:
+            warned[source] = (f"Warning: {cut + dropped} of {given} training examples of {source} exceeded "
+                              f"lora.max_length {metrics.get('max_length')} ({cut} lost the start of their input, "
+                              f"{dropped} were dropped; answers are never cut); consider raising it.")
+    return " ".join(warned.values())
+
+
+def _loss_figure(out_dir: Path, training: dict[str, dict], flagged: set[str]) -> Figure | None:
+    """Every adapter's training loss by step; adapters that did not learn their own task stand out."""
+    curves = {name: metrics["loss_curve"] for name, metrics in training.items() if metrics.get("loss_curve")}
+    if not curves:
+        return None
+    figure = MplFigure(figsize=(6.5, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    palette = sns.color_palette("deep", len(curves))
+    for colour, (name, curve) in zip(palette, curves.items()):
+        steps, losses = zip(*curve)
+        bad = name in flagged
+        axes.plot(steps, losses, color="crimson" if bad else colour, linewidth=2.2 if bad else 1.2,
+                  alpha=1.0 if bad else 0.8, label=f"{name} (did not learn)" if bad else name)
+    axes.set(title="Training loss", xlabel="optimizer step", ylabel="loss on answer tokens")
+    axes.legend(frameon=False, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    sns.despine(ax=axes)
+    path = out_dir / "training_loss.png"
+    save_figure(figure, path, DPI)
+    caption = ("Loss on the answer tokens during each adapter's training (logged about 20 times per run). "
+               + (f"In red: {', '.join(sorted(flagged & set(curves)))}, which did not clearly improve on their own "
+                  "task." if flagged & set(curves) else "Every adapter whose task is a target improved on it."))
+    return Figure("Training loss", caption, path)
 
 
 def _reading(delta_pp: pd.DataFrame, significant: pd.DataFrame, marking: str, intervals: pd.DataFrame | None,

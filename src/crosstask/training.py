@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -29,18 +30,50 @@ IGNORE_INDEX = -100
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-def tokenize_examples(tokenizer, spec: TaskSpec, examples: list[Example], max_length: int) -> tuple[list[dict], int]:
-    """Token ids with labels masked on the prompt; returns the rows and how many were truncated."""
-    rows, truncated = [], 0
+MIN_PROMPT_TAIL = 16  # prompt tokens kept before the answer when a long example is cut; fewer: the example is dropped
+
+
+@dataclass
+class Tokenized:
+    """Training rows, and how many examples did not fit ``max_length``: ``truncated`` had their prompt
+    shortened, ``dropped`` could not keep even a short prompt before their whole answer."""
+
+    rows: list[dict]
+    truncated: int = 0
+    dropped: int = 0
+
+
+def tokenize_examples(tokenizer, spec: TaskSpec, examples: list[Example], max_length: int) -> Tokenized:
+    """Token ids with labels masked on the prompt. The answer is never cut: a sequence longer than
+    ``max_length`` loses the start of its input (the instruction and the input's end, which leads into
+    the answer, stay), and an example whose answer leaves fewer than ``MIN_PROMPT_TAIL`` prompt tokens
+    besides the instruction is dropped. (Cutting the end of the sequence, as plain truncation does,
+    removes the ``#### n`` line of a long GSM8K solution: the one thing the task scores.)"""
+    instruction = encode_prompt(tokenizer, spec.instruction)
+    tokenized = Tokenized([])
     for example in examples:
         prompt = encode_prompt(tokenizer, spec.prompt(example))
         answer = encode_continuation(tokenizer, spec.completion(example)) + [tokenizer.eos_token_id]
-        ids, labels = prompt + answer, [IGNORE_INDEX] * len(prompt) + answer
-        if len(ids) > max_length:
-            truncated += 1
-            ids, labels = ids[:max_length], labels[:max_length]
-        rows.append({"input_ids": ids, "labels": labels})
-    return rows, truncated
+        room = max_length - len(answer)
+        if len(prompt) > room:
+            head = _common_prefix(prompt, instruction)
+            if room - head < MIN_PROMPT_TAIL:
+                tokenized.dropped += 1
+                continue
+            prompt = prompt[:head] + prompt[len(prompt) - (room - head):]
+            tokenized.truncated += 1
+        tokenized.rows.append({"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer})
+    return tokenized
+
+
+def _common_prefix(tokens: list[int], prefix: list[int]) -> int:
+    """How many leading tokens ``tokens`` shares with ``prefix`` (the instruction, special tokens included)."""
+    length = 0
+    for token, other in zip(tokens, prefix):
+        if token != other:
+            break
+        length += 1
+    return length
 
 
 def pad_batch(rows: list[dict], pad_id: int, device=None) -> dict[str, torch.Tensor]:
@@ -154,7 +187,11 @@ def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], set
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
     set_seed(seed)
-    rows, truncated = tokenize_examples(tokenizer, spec, examples, settings.max_length)
+    tokenized = tokenize_examples(tokenizer, spec, examples, settings.max_length)
+    rows = tokenized.rows
+    if not rows:
+        raise ValueError(f"{spec.name}: no training example fits lora.max_length {settings.max_length} with its "
+                         "whole answer; raise max_length")
     peft_model = model if isinstance(model, PeftModel) else new_adapter(model, settings, seed)
     steps = count_steps(len(rows), settings)
     arguments = TrainingArguments(
@@ -185,14 +222,17 @@ def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], set
     with eager_attention_on_cpu(peft_model):
         result = trainer.train()
     seconds = time.perf_counter() - started
-    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    curve = [(entry["step"], entry["loss"]) for entry in trainer.state.log_history if "loss" in entry]
+    losses = [loss for _, loss in curve]
     shutil.rmtree(arguments.output_dir, ignore_errors=True)
     peft_model.save_pretrained(out_dir)
     tokens = sum(len(row["input_ids"]) for row in rows) * settings.epochs
     metrics = {
-        "examples": len(rows), "truncated": truncated, "steps": result.global_step,
+        "examples": len(rows), "truncated": tokenized.truncated, "dropped": tokenized.dropped,
+        "max_length": settings.max_length, "steps": result.global_step,
         "train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None, "seconds": seconds, "tokens_per_second": tokens / seconds,
+        "last_loss": losses[-1] if losses else None, "loss_curve": curve, "seconds": seconds,
+        "tokens_per_second": tokens / seconds,
     }
     (out_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics

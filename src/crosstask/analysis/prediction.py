@@ -344,12 +344,16 @@ def _figure(path: Path, scores: pd.DataFrame) -> Figure:
 
 def predict_new_source(run: RunData, ref) -> pd.DataFrame:
     """Predicted gain of an adapter on ``ref`` (a source never trained in this run) on every target, best first."""
-    from ..tasks.data import build_examples, resolve
+    from ..pipeline import stored_base_dir
+    from ..tasks.data import build_examples, data_dir_of, resolve
 
     experiment = run.experiment
     held_out = frozenset(example.input for target in run.targets for example in run.eval_examples(target))
     seed = experiment.seed if ref.seed is None else ref.seed
-    examples = build_examples(ref, "train", ref.examples or experiment.train_examples, seed, held_out)
+    # The new source's own data path is the user's (relative to where they run the command); local copies
+    # of datasets are found where the run found them.
+    examples = build_examples(ref, "train", ref.examples or experiment.train_examples, seed, held_out,
+                              data_dir=data_dir_of(experiment.data_dir, stored_base_dir(run.root)))
     sources, targets = run_profiles(run)
     sources[ref.label] = profile_dataset(resolve(ref).spec, examples, run.token_lengths)
     features = pair_features(sources, targets, reference=run.sources)

@@ -37,7 +37,7 @@ Progress = Callable[[int], None]  # called with the number of items just finishe
 
 def answer_batches(tokenizer, spec: TaskSpec, examples: list[Example], batch_size: int, device=None) -> list[dict]:
     """Right-padded batches on ``device`` with answer-only labels, items grouped by length to keep padding small."""
-    rows, _ = tokenize_examples(tokenizer, spec, examples, max_length=sys.maxsize)
+    rows = tokenize_examples(tokenizer, spec, examples, max_length=sys.maxsize).rows
     order = sorted(range(len(rows)), key=lambda index: len(rows[index]["input_ids"]))
     return [pad_batch([rows[index] for index in order[start : start + batch_size]], tokenizer.pad_token_id, device)
             for start in range(0, len(order), batch_size)]

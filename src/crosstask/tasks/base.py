@@ -24,7 +24,7 @@ from ..errors import CrosstaskError
 from ..requests import cut_at_stops
 
 AnswerType = Literal["choice", "generate"]
-TARGET_DELIMITER = " "
+TARGET_DELIMITER = " "  # the default: lm-evaluation-harness's
 
 
 class TaskError(CrosstaskError):
@@ -58,9 +58,32 @@ def first_line(text: str) -> str:
     return text.strip().split("\n")[0].strip()
 
 
+NUMBER = r"-?[\d,]*\.?\d+"
+
+
+def _clean_answer(answer: str) -> str:
+    """An answer phrase without its closing full stop; a number in canonical form."""
+    answer = answer.strip().rstrip(".").strip()
+    return normalize_number(answer) if re.fullmatch(NUMBER, answer) else answer
+
+
+def answer_is(text: str) -> str:
+    """What follows the last "The answer is:" (MetaMathQA) or "So the answer is" (CoT rationales), to the line's end."""
+    found = re.findall(r"answer is:?[ \t]*([^\n]*)", text, flags=re.IGNORECASE)
+    return _clean_answer(found[-1]) if found else ""
+
+
+def after_equals(text: str) -> str:
+    """What follows the last "=" to the line's end: Goat's "5697 / 47 = 121 R 10" gives "121 R 10"."""
+    found = re.findall(r"=[ \t]*([^\n=]*)", text)
+    return _clean_answer(found[-1]) if found else ""
+
+
 EXTRACTORS: dict[str, Callable[[str], str]] = {
     "final_number": extract_final_number,
     "first_line": first_line,
+    "answer_is": answer_is,
+    "after_equals": after_equals,
 }
 
 
@@ -92,6 +115,9 @@ class TaskSpec:
     description: str = ""
     # label -> meaning shared across tasks (e.g. sentiment_binary "positive" -> "positive")
     label_meanings: dict[str, str] = field(default_factory=dict)
+    # between the prompt's "<trigger>:" and the target, as lm-eval's target_delimiter: " " (built-in tasks),
+    # "\n" (paper 1's layout, used by the catalogue of real datasets)
+    target_delimiter: str = TARGET_DELIMITER
 
     def __post_init__(self) -> None:
         if self.answer_type not in ("choice", "generate"):
@@ -107,7 +133,7 @@ class TaskSpec:
         return f"{self.instruction}\n{example.input}\n{self.trigger}:"
 
     def completion(self, example: Example) -> str:
-        return TARGET_DELIMITER + example.target
+        return self.target_delimiter + example.target
 
     def extract(self, generated: str) -> str:
         return EXTRACTORS[self.extractor](generated)

@@ -9,16 +9,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import random
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
-from ..config import DataSource, TaskDefinition, TaskRef
-from .base import Example, TaskError, TaskSpec
+from ..config import ConfigError, DataSource, TaskDefinition, TaskRef
+from .base import TARGET_DELIMITER, Example, TaskError, TaskSpec
 from .catalog import get_family
-from .loaders import read_records, records_to_examples
-from .registry import TaskFamily, register_family
+from .loaders import local_copy, local_names, read_records, records_to_examples
+from .registry import TaskFamily, family_of, register_family
 
 _MAX_TRIES_PER_EXAMPLE = 50
 
@@ -26,23 +27,48 @@ _MAX_TRIES_PER_EXAMPLE = 50
 def register_definitions(definitions: Iterable[TaskDefinition]) -> None:
     """Register the tasks an experiment declares in its ``tasks:`` block."""
     for definition in definitions:
-        spec = TaskSpec(
-            name=definition.name,
-            instruction=definition.instruction,
-            trigger=definition.trigger,
-            answer_type=definition.answer_type,
-            labels=tuple(definition.labels),
-            extractor=definition.extractor,
-            max_new_tokens=definition.max_new_tokens,
-            stop=tuple(definition.stop),
-            description=definition.description,
-            label_meanings=dict(definition.label_meanings),
-        )
-        register_family(TaskFamily(spec, data=definition.data.model_dump()), replace=True)
+        register_family(family_of(definition), replace=True)
 
 
 def resolve(ref: TaskRef) -> TaskFamily:
     return get_family(ref.task)
+
+
+DATA_DIR_VARIABLE = "CROSSTASK_DATA_DIR"
+
+
+def data_dir_of(setting: Optional[str], base_dir: Path = Path(".")) -> Optional[Path]:
+    """Where local copies of datasets live: a ``data_dir`` setting (relative to ``base_dir``, the YAML's
+    folder), else the ``CROSSTASK_DATA_DIR`` environment variable, else None."""
+    chosen = setting or os.environ.get(DATA_DIR_VARIABLE)
+    if not chosen:
+        return None
+    path = Path(chosen).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def data_source(ref: TaskRef, base_dir: Path = Path("."), data_dir: Optional[Path] = None) -> Optional[DataSource]:
+    """Where ``ref``'s examples come from, resolved: None for a generator; else the task's own source with
+    the entry's ``data`` on top. With a ``data_dir``, an entry's own relative ``path``/``data_files`` are
+    read from it, and an entry that names no origin of its own is pointed at the local copy found there
+    under the task's name, if any."""
+    family = resolve(ref)
+    own = DataSource(**family.data) if family.data is not None else None
+    source = ref.data.over(own) if ref.data is not None else own
+    if source is None:
+        return None
+    where = f"task {ref.label!r}"
+    try:
+        source = source.resolved(where)
+    except ConfigError as error:
+        raise TaskError(str(error)) from None
+    if data_dir is None:
+        return source
+    if ref.data is not None and ref.data.origins():  # the entry's own files, relative to data_dir
+        return source.model_copy(update={
+            "path": source.path and str(data_dir / source.path),
+            "data_files": source.data_files and {split: str(data_dir / file) for split, file in source.data_files.items()}})
+    return local_copy(family.spec.name, source, data_dir) or source
 
 
 def build_examples(
@@ -52,7 +78,10 @@ def build_examples(
     seed: int,
     exclude: frozenset[str] = frozenset(),
     base_dir: Path = Path("."),
+    data_dir: Optional[Path] = None,
 ) -> list[Example]:
+    """``n`` examples of ``ref``'s ``split``, deterministic for ``seed``; ``base_dir`` resolves relative data
+    paths (the YAML's folder) and ``data_dir`` holds local copies of datasets (default: CROSSTASK_DATA_DIR)."""
     family = resolve(ref)
     spec = family.spec
     where = f"{split} data of {ref.label!r}"
@@ -65,11 +94,11 @@ def build_examples(
         if unknown:
             raise TaskError(f"{where}: balance names unknown label {unknown[0]!r}; labels are {list(spec.labels)}")
     rng = random.Random(f"{ref.task}|{split}|{seed}")
-    data = ref.data.model_dump() if ref.data is not None else family.data
-    if data is None:
+    source = data_source(ref, base_dir, data_dir if data_dir is not None else data_dir_of(None))
+    if source is None:
         examples = _generate(family, ref, rng, n, exclude, where)
     else:
-        examples = _sample_file(family, ref, data, split, rng, n, exclude, base_dir, where)
+        examples = _sample_file(family, ref, source, split, rng, n, exclude, base_dir, where)
     examples = _add_label_noise(examples, spec, ref.noise, rng)
     spec.validate(examples, where)
     return examples
@@ -125,9 +154,14 @@ def _generate(family: TaskFamily, ref: TaskRef, rng: random.Random, n: int, excl
     return examples
 
 
-def _sample_file(family, ref, data, split, rng, n, exclude, base_dir, where) -> list[Example]:
-    source = DataSource(**data)
-    pool = records_to_examples(read_records(source, split, base_dir), source, family.spec, where)
+def _sample_file(family, ref, source: DataSource, split, rng, n, exclude, base_dir, where) -> list[Example]:
+    advice = (f"put a local copy under data_dir (or {DATA_DIR_VARIABLE}) as "
+              f"{local_names(family.spec.name, source)}, or give the entry data: {{path: FILE}}")
+    try:
+        records = read_records(source, split, base_dir, advice)
+    except TaskError as error:
+        raise TaskError(f"{where}: {error}") from None
+    pool = records_to_examples(records, source, family.spec, where)
     family.spec.validate(pool, where)
     pool = [example for example in dict.fromkeys(pool) if example.input not in exclude]
     rng.shuffle(pool)
@@ -175,8 +209,9 @@ def examples_digest(spec: TaskSpec, examples: list[Example]) -> str:
         {
             "spec": [spec.instruction, spec.trigger, spec.answer_type, spec.labels, spec.extractor,
                      spec.max_new_tokens, spec.stop, spec.answer_end]
-            # Only a non-default checker joins the key, so the keys of existing runs stay valid.
-            + ([spec.checker] if spec.checker != "exact" else []),
+            # Only a non-default checker or delimiter joins the key, so the keys of existing runs stay valid.
+            + ([spec.checker] if spec.checker != "exact" else [])
+            + ([spec.target_delimiter] if spec.target_delimiter != TARGET_DELIMITER else []),
             "examples": [[example.input, example.target, example.answer] for example in examples],
         },
         sort_keys=True,

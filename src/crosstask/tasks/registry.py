@@ -21,6 +21,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict
 
+from ..config import TaskDefinition
 from .base import Example, TaskError, TaskSpec
 
 
@@ -39,6 +40,7 @@ class TaskFamily:
     make_choice_input: Optional[ChoiceMaker] = None
     make_generate_example: Optional[GenerateMaker] = None
     data: Optional[dict] = None  # file-backed tasks: the DataSource settings (see tasks.loaders)
+    about: Optional[dict] = None  # catalogue tasks: the dataset, its paper, url, licence and notes (tasks.real)
 
     @property
     def is_generator(self) -> bool:
@@ -60,6 +62,25 @@ def _one_line(error: Exception) -> str:
         parts = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors()]
         return "; ".join(parts)
     return str(error).splitlines()[0]
+
+
+def family_of(definition: TaskDefinition, about: Optional[dict] = None) -> TaskFamily:
+    """The family a YAML task definition describes (an experiment's ``tasks:`` block, or a catalogue file)."""
+    spec = TaskSpec(
+        name=definition.name,
+        instruction=definition.instruction,
+        trigger=definition.trigger,
+        answer_type=definition.answer_type,
+        labels=tuple(definition.labels),
+        extractor=definition.extractor,
+        max_new_tokens=definition.max_new_tokens,
+        stop=tuple(definition.stop),
+        description=definition.description,
+        label_meanings=dict(definition.label_meanings),
+        answer_end=definition.answer_end,
+        target_delimiter=definition.target_delimiter,
+    )
+    return TaskFamily(spec, data=definition.data.model_dump(exclude_none=True), about=about)
 
 
 def register_family(family: TaskFamily, *, replace: bool = False) -> TaskFamily:
