@@ -121,3 +121,33 @@ def test_tasks_lists_the_catalogue_with_offline_availability(shared_data: Path, 
     assert "#### " in blocks["gsm8k"] and "\n   Answer:\n" in blocks["gsm8k"]  # an example, in paper 1's layout
     assert "offline: not available offline" in blocks["goat"] and "tiedong/goat" in blocks["goat"]
     assert "cannot read it" in blocks["amazon_reviews"]  # the Alexa sample names its fields differently
+
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def test_the_papers_experiment_file_validates():
+    from crosstask.config import load_experiment
+    from crosstask.tasks.data import resolve
+
+    experiment = load_experiment(EXPERIMENTS / "paper1.yaml")
+    assert experiment.base_model == "meta-llama/Llama-3.2-3B"
+    sources = [ref.task for ref in experiment.source_refs]
+    assert len(sources) == 10 and set(sources) <= PAPER_SOURCES
+    lora = experiment.lora
+    assert (lora.r, lora.alpha, lora.lr, lora.scheduler, lora.warmup_steps) == (64, 32, 5e-5, "cosine", 100)
+    assert set(lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    for ref in experiment.source_refs + experiment.target_refs:
+        resolve(ref).options(ref.options)  # every task exists and takes these options
+    assert all((resolve(ref).about or {}).get("as_target", True) for ref in experiment.target_refs)
+
+
+def test_dry_run_checks_everything_and_writes_nothing(shared_data: Path, tmp_path: Path):
+    before = sorted(path.name for path in EXPERIMENTS.iterdir())
+    result = subprocess.run([sys.executable, "-m", "crosstask.cli", "run", str(EXPERIMENTS / "paper1_cpu.yaml"),
+                             "--dry-run", "--data-dir", str(shared_data), "--out", str(tmp_path / "out")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "3 adapters to train" in result.stdout and "4 models x 5 targets = 20 cells" in result.stdout
+    assert "mnli: 50 items (mnli, choice)" in result.stdout and "nothing was trained" in result.stdout
+    assert not (tmp_path / "out").exists() and sorted(path.name for path in EXPERIMENTS.iterdir()) == before

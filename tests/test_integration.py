@@ -56,3 +56,33 @@ def test_embedded_model_end_to_end(tmp_path):
     for result, logliks in zip(rescored, stored["logliks"]):
         for label, value in logliks.items():
             assert abs(result.logliks[label] - value) < 0.05
+
+
+def test_real_data_experiment_end_to_end(shared_data, tmp_path):
+    """The catalogue's entries on the shared samples of real datasets, through the whole pipeline."""
+    run_dir = tmp_path / "real"
+    api.run({
+        "name": "real-data",
+        "sources": [{"task": "sst2", "data": {"path": "sst2_dev.jsonl"}},
+                    {"task": "gsm8k", "data": {"path": "gsm8k_test.jsonl"}}],
+        "targets": [{"task": "sst2", "data": {"path": "sst2_dev.jsonl"}},
+                    {"task": "paws", "data": {"path": "paws_dev.jsonl"}},
+                    {"task": "mnli", "data": {"path": "mnli_dev_matched.jsonl"}},
+                    {"task": "amazon_reviews", "data": {"path": "amazon_reviews.jsonl", "input": "verified_reviews",
+                                                        "target": "rating", "label_map": {}}}],
+        "train_examples": 16,
+        "eval_examples": 8,
+        "lora": {"batch_size": 8, "lr": 5.0e-3, "max_length": 192},
+    }, out_dir=run_dir, progress=False, data_dir=shared_data)
+    matrix = pd.read_csv(run_dir / "matrix.csv", index_col="model")
+    assert list(matrix.index) == ["base", "sst2", "gsm8k"] and list(matrix.columns) == ["sst2", "paws", "mnli",
+                                                                                       "amazon_reviews"]
+    assert matrix.notna().all().all()
+    items = api.load_items(run_dir)
+    assert set(items.loc[items.target == "amazon_reviews", "gold"]) <= set("12345")
+    assert items.loc[items.target == "sst2", "prompt"].str.endswith("\nSentiment:").all()  # paper 1's layout
+    metrics = json.loads((run_dir / "adapters" / "gsm8k" / "training_metrics.json").read_text())
+    # Long GSM8K items at max_length 192: prompts lose their start, or the item is dropped, never the answer's end.
+    assert metrics["truncated"] > 0 and metrics["examples"] + metrics["dropped"] == 16
+    # The run stored where its data came from, so a later reader finds the same files in any directory.
+    assert api.report(run_dir).is_file()

@@ -109,3 +109,16 @@ def test_adapter_learns_and_is_a_standard_peft_folder(tiny_model_dir, tmp_path):
     theirs = evaluate(HFBackend.wrap(reloaded, tokenizer, 8), SPEC, EXAMPLES)[0]
     assert [r.logliks for r in ours] == [r.logliks for r in theirs]
     assert sum(r.correct for r in theirs) > len(EXAMPLES) / 2
+
+
+def test_min_steps_repeats_a_small_source_and_leaves_a_large_one_alone(tiny_model_dir, tmp_path):
+    from crosstask.training import count_steps
+
+    assert count_steps(150, LoraSettings(batch_size=8, min_steps=100)) == 100  # 19 steps an epoch, repeated
+    assert count_steps(10_000, LoraSettings(batch_size=8, min_steps=100)) == 1250  # an epoch is already more
+    assert count_steps(150, LoraSettings(batch_size=8, epochs=2)) == 38
+    resolved = resolve_model(str(tiny_model_dir))
+    model, tokenizer = load_model(resolved, torch.float32), load_tokenizer(resolved)
+    settings = LoraSettings(r=2, alpha=4, lr=1e-2, epochs=1, batch_size=8, min_steps=5)
+    metrics = train_adapter(model, tokenizer, SPEC, EXAMPLES, settings, seed=0, out_dir=tmp_path)
+    assert metrics["steps"] == 5 and metrics["examples"] == 16

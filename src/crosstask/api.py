@@ -59,6 +59,20 @@ def run(spec: ExperimentLike, out_dir: Optional[Union[str, Path]] = None, progre
                         else executor, reporter=Reporter(enabled=progress), replace=replace)
 
 
+def dry_run(spec: ExperimentLike, device: Optional[str] = None, backend: Optional[str] = None,
+            seeds: Optional[list[int]] = None, data_dir: Optional[Union[str, Path]] = None) -> str:
+    """Check an experiment as :func:`run` would (settings, data, model, LoRA modules, backend) and describe
+    the jobs it would run, without running or writing anything."""
+    parsed = with_overrides(experiment(spec), device=device, backend=backend)
+    if seeds is not None:
+        parsed = validate_settings(Experiment, parsed.model_dump() | {"seeds": list(seeds)}, "--seeds")
+    if data_dir is not None:
+        parsed = parsed.model_copy(update={"data_dir": str(Path(data_dir).resolve())})
+    base_dir = Path(spec).parent if isinstance(spec, (str, Path)) else Path(".")
+    parsed = pipeline.pin_data_dir(parsed, base_dir)
+    return pipeline.describe(pipeline.plan(parsed, base_dir))
+
+
 def with_overrides(settings, device: Optional[str] = None, backend: Optional[str] = None, executor=None,
                    address: Optional[str] = None):
     """The experiment (or mixing study) with command-line choices of device, backend and executor applied."""

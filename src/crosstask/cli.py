@@ -13,6 +13,11 @@ from .errors import CrosstaskError
 def _run(args) -> None:
     from . import api
 
+    if args.dry_run:
+        print(api.dry_run(args.experiment, device=args.device, backend=args.backend, seeds=args.seeds,
+                          data_dir=args.data_dir))
+        print("dry run: the settings, data and model check out; nothing was trained, evaluated or written")
+        return
     report = api.run(args.experiment, out_dir=args.out, progress=not args.quiet, executor=args.executor,
                      device=args.device, backend=args.backend, address=args.address, replace=args.replace,
                      seeds=args.seeds, data_dir=args.data_dir)
@@ -145,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment", help="experiment YAML file")
     run.add_argument("--out", default=None, help="run directory (default: runs/<name>); an existing one is resumed")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the settings, data and model and list the jobs, without running or writing anything")
     run.add_argument("--replace", action="store_true",
                      help="discard the results of another experiment in --out (refused without it)")
     run.add_argument("--seeds", nargs="+", type=int, metavar="SEED",

@@ -214,10 +214,14 @@ class LoraSettings(Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
     epochs: float = Field(1.0, gt=0)
+    # At least this many optimizer steps: a small source is repeated for more epochs (150 examples in
+    # batches of 8 are 19 steps an epoch); a large one is unaffected. null: exactly `epochs`.
+    min_steps: Optional[int] = Field(None, ge=1)
     lr: float = Field(2e-4, gt=0)
     batch_size: int = Field(8, ge=1)
     max_length: int = Field(256, ge=8)
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
+    warmup_steps: Optional[int] = Field(None, ge=0)  # a number of steps instead of a share (paper 1: 100)
     scheduler: str = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)
 

@@ -254,6 +254,30 @@ def run(experiment: Experiment, out_dir: Path, base_dir: Path = Path("."), execu
     return export(workspace.root, workspace.store, experiment)
 
 
+def describe(the_plan: Plan) -> str:
+    """What a run of this plan would do, for ``crosstask run --dry-run``: every check of the plan passed."""
+    from .training import count_steps
+
+    experiment = the_plan.experiment
+    trains = [job for job in the_plan.jobs if isinstance(job, TrainJob)]
+    evals = [job for job in the_plan.jobs if isinstance(job, EvalJob)]
+    lines = [f"{experiment.name}: {the_plan.model.name} ({the_plan.dtype}, device {experiment.device}), "
+             f"{experiment.backend.name} backend, {experiment.executor.name} executor",
+             f"{len(trains)} adapters to train ({len(experiment.source_refs)} sources x "
+             f"{len(experiment.seeds or [experiment.seed])} seed(s)); {len(the_plan.models)} models x "
+             f"{len(the_plan.columns)} targets = {sum(len(job.cells) for job in evals)} cells", "sources:"]
+    for ref in experiment.source_refs:
+        job = the_plan.train_job(ref.label)
+        lines.append(f"  {ref.label}: {len(job.examples)} examples ({ref.task}), {count_steps(len(job.examples), job.lora)}"
+                     f" steps of {job.lora.batch_size}, r {job.lora.r}, lr {job.lora.lr:g}")
+    lines.append("targets:")
+    for ref in experiment.target_refs:
+        job = next(job for job in evals if job.target == ref.label)
+        kind = job.spec.answer_type + (f", {ref.fewshot}-shot" if ref.fewshot else "")
+        lines.append(f"  {ref.label}: {len(job.examples)} items ({ref.task}, {kind})")
+    return "\n".join(lines)
+
+
 RUN_OUTPUTS = ("results.sqlite", "results.sqlite-wal", "results.sqlite-shm", "adapters", "analysis", "heads")
 
 
