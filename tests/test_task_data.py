@@ -196,6 +196,11 @@ def test_data_dir_finds_local_copies_by_conventional_names(tmp_path: Path, monke
     own = _write_jsonl(tmp_path / "own.jsonl", _rows(3, offset=900))
     overridden = TaskRef(task="hubbed", data={"path": str(own)})
     assert {e.answer for e in build_examples(overridden, "eval", 3, 0)} == {"1800", "1802", "1804"}
+    # A task declared with its own local file keeps it: data_dir only stands in for hub datasets.
+    mine = _write_jsonl(tmp_path / "mine.jsonl", _rows(2, offset=700))
+    _register("mine", "generate", {"path": str(mine), "input": "question", "target": "answer"})
+    _write_jsonl(tmp_path / "env" / "mine.jsonl", _rows(2, offset=800))
+    assert {e.answer for e in build_examples(TaskRef(task="mine"), "eval", 2, 0)} == {"1400", "1402"}
     renamed = _write_jsonl(tmp_path / "renamed.jsonl", [{"q": "What is 1 + 1?", "answer": "#### 2"}])
     remapped = TaskRef(task="hubbed", data={"path": str(renamed), "input": "q"})
     assert build_examples(remapped, "eval", 1, 0)[0].input == "What is 1 + 1?"

@@ -50,8 +50,8 @@ def data_dir_of(setting: Optional[str], base_dir: Path = Path(".")) -> Optional[
 def data_source(ref: TaskRef, base_dir: Path = Path("."), data_dir: Optional[Path] = None) -> Optional[DataSource]:
     """Where ``ref``'s examples come from, resolved: None for a generator; else the task's own source with
     the entry's ``data`` on top. With a ``data_dir``, an entry's own relative ``path``/``data_files`` are
-    read from it, and an entry that names no origin of its own is pointed at the local copy found there
-    under the task's name, if any."""
+    read from it, and a hub dataset the entry does not override is pointed at the local copy found
+    there under the task's name, if any."""
     family = resolve(ref)
     own = DataSource(**family.data) if family.data is not None else None
     source = ref.data.over(own) if ref.data is not None else own
@@ -68,6 +68,8 @@ def data_source(ref: TaskRef, base_dir: Path = Path("."), data_dir: Optional[Pat
         return source.model_copy(update={
             "path": source.path and str(data_dir / source.path),
             "data_files": source.data_files and {split: str(data_dir / file) for split, file in source.data_files.items()}})
+    if source.hf_dataset is None or (base_dir / source.hf_dataset).is_dir():
+        return source  # a task's own local files: nothing to look up
     return local_copy(family.spec.name, source, data_dir) or source
 
 
