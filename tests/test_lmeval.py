@@ -4,7 +4,7 @@ import pytest
 
 from crosstask.config import TaskRef
 from crosstask.lmeval import write_task
-from crosstask.tasks import build_examples, get_family
+from crosstask.tasks import Example, build_examples, get_family
 
 lm_eval_tasks = pytest.importorskip("lm_eval.tasks")
 extraction = pytest.importorskip("lm_eval.filters.extraction")
@@ -48,6 +48,40 @@ def test_lm_eval_filter_extracts_what_crosstask_extracts(tmp_path, target):
             assert value == ""  # lm-eval cannot stop at the answer's end: an unmarked answer counts as wrong
         else:
             assert value.replace(",", "") == spec.extract(text), text
+
+
+PHRASES = {
+    "goat": ["94140209 + 73 = 94140282", "5697 / 47 = 121 R 10\nTherefore, 5697 / 47 = 121 R 10.", "12 * 3 = 36\n\nmore",
+             "no equals sign", "1,234 + 1 = 1,235"],
+    "metamath": ["So 4 + 4 = 8.\nThe answer is: 8", "The answer is: \\frac{1}{2}", "The answer is 1,200.",
+                 "nothing", "The answer is: 7\nThe answer is: 9"],
+}
+
+
+def test_lm_eval_reads_catalogue_tasks_as_crosstask_does(tmp_path):
+    """Paper 1's newline delimiter, and the catalogue's phrase extractors as lm-eval regex filters (one
+    TaskManager for all: indexing lm-eval's task zoo is the slow part)."""
+    data = tmp_path / "sst2.jsonl"
+    data.write_text("".join(f'{{"sentence": "review number {i}", "label": {i % 2}}}\n' for i in range(6)))
+    sst2 = get_family("sst2").spec
+    examples = build_examples(TaskRef(task="sst2", data={"path": str(data)}), "eval", 6, seed=0)
+    write_task(tmp_path, "ct_sst2", sst2, examples)
+    for name in PHRASES:
+        write_task(tmp_path, f"ct_{name}", get_family(name).spec, [Example("What is 1 + 1?", "1 + 1 = 2", "2")])
+    names = ["ct_sst2", *(f"ct_{name}" for name in PHRASES)]
+    tasks = lm_eval_tasks.get_task_dict(names, lm_eval_tasks.TaskManager(include_path=str(tmp_path)))
+
+    task = tasks["ct_sst2"]
+    assert task.config.target_delimiter == "\n" == sst2.target_delimiter
+    assert [task.doc_to_text(doc) + task.config.target_delimiter + task.doc_to_choice(doc)[task.doc_to_target(doc)]
+            for doc in task.test_docs()] == [sst2.prompt(e) + sst2.completion(e) for e in examples]
+    for name, texts in PHRASES.items():
+        spec = get_family(name).spec
+        regex = next(step for step in tasks[f"ct_{name}"].config.filter_list[0]["filter"] if step["function"] == "regex")
+        found = extraction.RegexFilter(**{k: v for k, v in regex.items() if k != "function"}).apply(
+            [[text] for text in texts], [{}] * len(texts))
+        for text, (value,) in zip(texts, found):
+            assert value.replace(",", "") == spec.extract(text).replace(",", ""), (name, text)
 
 
 def test_lm_eval_scores_the_exported_run_item_for_item(tiny_run, tiny_model_dir, tmp_path):
