@@ -1,10 +1,11 @@
 """Score models on a task through a backend: the task renders requests, the backend answers, the task scores.
 
-Choice tasks follow lm-evaluation-harness ``multiple_choice``: the continuations are
-``" " + label``; ``acc`` picks the label with the highest summed log-likelihood, ``acc_norm`` divides
-it by the label's length in characters, without the delimiter (lm-eval: ``len(choice)`` in
-``Task.process_results``), and breaks ties towards the first label as ``np.argmax`` does. Generate tasks are answered greedily; the task extracts the
-answer from the text and its checker scores it (exact match unless the task says otherwise).
+Choice tasks follow lm-evaluation-harness ``multiple_choice``: the continuations are the task's target
+delimiter (``" "``, or paper 1's ``"\\n"``) + label; ``acc`` picks the label with the highest summed
+log-likelihood, ``acc_norm`` divides it by the label's length in characters, without the delimiter
+(lm-eval: ``len(choice)`` in ``Task.process_results``), and breaks ties towards the first label as
+``np.argmax`` does. Generate tasks are answered greedily; the task extracts the answer from the text
+and its checker scores it (exact match unless the task says otherwise).
 """
 
 from __future__ import annotations

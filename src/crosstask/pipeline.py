@@ -268,8 +268,9 @@ def describe(the_plan: Plan) -> str:
              f"{len(the_plan.columns)} targets = {sum(len(job.cells) for job in evals)} cells", "sources:"]
     for ref in experiment.source_refs:
         job = the_plan.train_job(ref.label)
-        lines.append(f"  {ref.label}: {len(job.examples)} examples ({ref.task}), {count_steps(len(job.examples), job.lora)}"
-                     f" steps of {job.lora.batch_size}, r {job.lora.r}, lr {job.lora.lr:g}")
+        steps = count_steps(len(job.examples), job.lora)
+        lines.append(f"  {ref.label}: {len(job.examples)} examples ({ref.task}), {steps} steps of "
+                     f"{job.lora.batch_size}, r {job.lora.r}, lr {job.lora.lr:g}")
     lines.append("targets:")
     for ref in experiment.target_refs:
         job = next(job for job in evals if job.target == ref.label)

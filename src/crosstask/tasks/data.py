@@ -67,7 +67,7 @@ def data_source(ref: TaskRef, base_dir: Path = Path("."), data_dir: Optional[Pat
     if ref.data is not None and ref.data.origins():  # the entry's own files, relative to data_dir
         return source.model_copy(update={
             "path": source.path and str(data_dir / source.path),
-            "data_files": source.data_files and {split: str(data_dir / file) for split, file in source.data_files.items()}})
+            "data_files": source.data_files and {split: str(data_dir / f) for split, f in source.data_files.items()}})
     if source.hf_dataset is None or (base_dir / source.hf_dataset).is_dir():
         return source  # a task's own local files: nothing to look up
     return local_copy(family.spec.name, source, data_dir) or source

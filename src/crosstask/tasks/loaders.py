@@ -93,7 +93,7 @@ def _read_folder(folder: Path, config: Optional[str], split: str):
     folder's README declares configs (a folder without them has just "default")."""
     name = split_name(split)
     for part in ([config] if config else []) + ["data"]:
-        shards = sorted(path for path in (folder / part).glob(f"{name}-*") if path.suffix.lower() in _DATASETS_BUILDERS)
+        shards = sorted(p for p in (folder / part).glob(f"{name}-*") if p.suffix.lower() in _DATASETS_BUILDERS)
         if shards:
             builder, options = _DATASETS_BUILDERS[shards[0].suffix.lower()]
             return _load_dataset(builder, None, split, f"dataset folder {folder}",
@@ -206,7 +206,7 @@ def local_copy(name: str, source: DataSource, data_dir: Path) -> Optional[DataSo
 
 
 def local_names(name: str, source: DataSource) -> str:
-    """Where :func:`local_copy` looks, for messages: ``gsm8k/, gsm8k_test.jsonl (.csv, .parquet ...) or gsm8k.jsonl``."""
+    """Where :func:`local_copy` looks, for messages: ``gsm8k/, gsm8k_test.jsonl (.csv ...) or gsm8k.jsonl``."""
     splits = dict.fromkeys(split_name(split) for split in (source.train_split, source.eval_split))
     per_split = ", ".join(f"{name}_{split}.jsonl" for split in splits)
     return f"{name}/ (a dataset folder), {per_split} (or .csv, .tsv, .parquet, .json) or {name}.jsonl"
