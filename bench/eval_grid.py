@@ -43,7 +43,7 @@ def train_adapters(resolved, dtype: str, count: int, folder: Path) -> dict[str, 
         spec = get_family(task).spec
         out = folder / f"adapter-{task}"
         train_adapter(load_model(resolved, dtype), tokenizer, spec, build_examples(TaskRef(task=task), "train", 64, 1),
-                      LoraSettings(lr=1e-3), 0, out)
+                      LoraSettings(lr=1e-3, min_steps=None), 0, out)
         adapters[task] = out
     return adapters
 

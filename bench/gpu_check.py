@@ -37,7 +37,7 @@ def experiment(device: str) -> dict:
         "name": f"gpu-check-{device.replace(':', '')}", "base_model": "smollm2-135m-instruct",
         "sources": [SOURCE], "targets": TARGETS[:2] + [{"task": TARGETS[2], "fewshot": 1}],
         "train_examples": 48, "eval_examples": ITEMS, "seed": 0, "precision": "fp32", "device": device,
-        "lora": {"epochs": 1, "lr": 1.0e-3, "batch_size": 8}, "eval": {"batch_size": 8},
+        "lora": {"epochs": 1, "lr": 1.0e-3, "batch_size": 8, "min_steps": None}, "eval": {"batch_size": 8},
     }
 
 
@@ -77,7 +77,8 @@ def compare(check: Checks, name: str, ours: dict, reference: dict, min_same: flo
         expected = reference[cell][1]
         same = sum(a.prediction == b.prediction for a, b in zip(items, expected)) / len(items)
         if spec.answer_type == "choice":
-            gap = max(abs(a.logliks[label] - b.logliks[label]) for a, b in zip(items, expected) for label in spec.labels)
+            gap = max(abs(a.logliks[label] - b.logliks[label])
+                      for a, b in zip(items, expected) for label in spec.labels)
             check(same >= min_same and (min_same < 0.95 or gap < 0.05), f"{name} {cell[1]}/{cell[0]}",
                   f"{same:.0%} same predictions, max |d log-lik| {gap:.1e}")
         else:

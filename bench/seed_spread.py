@@ -40,7 +40,8 @@ def main(run_dir: str) -> None:
     sd = table["sd_pp"]
     print(f"\nseed spread of a cell's difference from base: median {sd.median():.1f} pp, "
           f"90th percentile {sd.quantile(0.9):.1f} pp, max {sd.max():.1f} pp ({sd.idxmax()})")
-    largest = (table[[f"delta_seed{s}" for s in seeds]].max(axis=1) - table[[f"delta_seed{s}" for s in seeds]].min(axis=1))
+    per_seed = table[[f"delta_seed{s}" for s in seeds]]
+    largest = per_seed.max(axis=1) - per_seed.min(axis=1)
     print(f"largest range between seeds: {largest.max():.1f} pp ({largest.idxmax()})")
     print(f"cells significant (BH, q = 0.05): all seeds {int(table['significant_all_seeds'].sum())} of {len(table)}; "
           + ", ".join(f"seed {s} alone {int(table[f'significant_seed{s}'].sum())}" for s in seeds))

@@ -71,7 +71,7 @@ def main() -> None:
 
     resolved = resolve_model("smollm2-135m-instruct")
     tokenizer = load_tokenizer(resolved)
-    settings = LoraSettings(lr=args.lr, epochs=args.epochs, batch_size=8)
+    settings = LoraSettings(lr=args.lr, epochs=args.epochs, batch_size=8, min_steps=None)
     print("| task | train items | tokens | crosstask s | TRL s | speed-up | crosstask tokens/s | TRL tokens/s "
           "| acc base | acc crosstask | acc TRL |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -77,7 +77,7 @@ def main() -> None:
         examples = build_examples(TaskRef(task=task), "eval", args.items, seed=0)
         adapter_dir = folder / f"adapter-{task}"
         train_adapter(load_model(resolved, torch.bfloat16), load_tokenizer(resolved), spec,
-                      api.sample(task, 64, seed=1), LoraSettings(lr=1e-3), 0, adapter_dir)
+                      api.sample(task, 64, seed=1), LoraSettings(lr=1e-3, min_steps=None), 0, adapter_dir)
         name = f"ct_{task}"
         write_task(folder, name, spec, examples)
         for label, adapter in (("base", None), ("adapter", adapter_dir)):

@@ -56,7 +56,7 @@ def tiny_settings(tiny_model_dir) -> dict:
         "precision": "fp32",
         "train_examples": 8,
         "eval_examples": 6,
-        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05},
+        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05, "min_steps": None},
         "eval": {"batch_size": 4, "bootstrap_resamples": 200},
     }
 
@@ -84,7 +84,8 @@ def tiny_run(tmp_path_factory, tiny_model_dir) -> Path:
         "targets": ["sentiment_binary", "sentiment_3way", "word_problems", "nli"],
         "train_examples": 12,
         "eval_examples": 8,
-        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 192, "lr": 0.05, "epochs": 1},
+        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 192, "lr": 0.05, "epochs": 1,
+                 "min_steps": None},
         "eval": {"batch_size": 8, "bootstrap_resamples": 100},
     }
     run_dir = tmp_path_factory.mktemp("tiny-run") / "run"

@@ -160,7 +160,7 @@ def test_variants_become_adapters_and_get_compared(tiny_model_dir, tmp_path):
         "sources": [{"task": "sentiment_binary", "variants": [{"imbalanced": {"negative": 0.9}}, {"mislabeled": 1.0},
                                                               {"subsample": 4}]}],
         "targets": ["sentiment_binary", "toxicity"], "train_examples": 8, "eval_examples": 6,
-        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05},
+        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05, "min_steps": None},
         "eval": {"batch_size": 6, "bootstrap_resamples": 100},
     }
     api.run(settings, out_dir=tmp_path / "run", progress=False)

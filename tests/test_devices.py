@@ -81,7 +81,7 @@ def test_on_the_gpu_everything_runs_there(tiny_model_dir, tmp_path):
     _model_paths(model, load_tokenizer(resolved))
     api.run({"name": "gpu", "base_model": str(tiny_model_dir), "precision": "fp32", "device": "cuda",
              "sources": ["sentiment_binary"], "targets": ["sentiment_binary", "arithmetic_large"],
-             "train_examples": 8, "eval_examples": 4, "lora": {"r": 2, "batch_size": 4}},
+             "train_examples": 8, "eval_examples": 4, "lora": {"r": 2, "batch_size": 4, "min_steps": None}},
             out_dir=tmp_path / "run", progress=False)
     assert set(api.load_cells(tmp_path / "run")["device"]) == {"cuda:0"}
 

@@ -23,7 +23,7 @@ def test_embedded_model_end_to_end(tmp_path):
         "targets": ["sentiment_binary", "sentiment_3way", "arithmetic_large"],
         "train_examples": 24,
         "eval_examples": 8,
-        "lora": {"batch_size": 8, "lr": 5.0e-3},  # 3 steps: a high rate so adapters move off the base
+        "lora": {"batch_size": 8, "lr": 5.0e-3, "min_steps": None},  # 3 steps: a high rate so adapters move off the base
     }, out_dir=run_dir, progress=False)
     matrix = pd.read_csv(run_dir / "matrix.csv", index_col="model")
     assert list(matrix.index) == ["base", "sentiment_binary", "sentiment_3way", "arithmetic_large"]
@@ -72,7 +72,7 @@ def test_real_data_experiment_end_to_end(shared_data, tmp_path):
                                                         "target": "rating", "label_map": {}}}],
         "train_examples": 16,
         "eval_examples": 8,
-        "lora": {"batch_size": 8, "lr": 5.0e-3, "max_length": 192},
+        "lora": {"batch_size": 8, "lr": 5.0e-3, "max_length": 192, "min_steps": None},
     }, out_dir=run_dir, progress=False, data_dir=shared_data)
     matrix = pd.read_csv(run_dir / "matrix.csv", index_col="model")
     assert list(matrix.index) == ["base", "sst2", "gsm8k"] and list(matrix.columns) == ["sst2", "paws", "mnli",

@@ -26,7 +26,7 @@ from crosstask.tasks.data import build_examples, resolve
 from crosstask.tasks.generators.composite import ArithmeticSentimentOptions, make_story
 
 TASK = TaskRef(task="arithmetic_sentiment")
-TINY_LORA = {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 192, "lr": 0.05}
+TINY_LORA = {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 192, "lr": 0.05, "min_steps": None}
 
 
 # --- the complex task ---------------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def settings(tiny_model_dir) -> dict:
         "targets": ["sentiment_binary", {"task": "arithmetic_large", "examples": 12}],
         "train_examples": 8,
         "eval_examples": 6,
-        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05, "epochs": 2},
+        "lora": {"r": 2, "alpha": 4, "batch_size": 4, "max_length": 128, "lr": 0.05, "epochs": 2,
+                 "min_steps": None},
         "eval": {"batch_size": 2, "bootstrap_resamples": 100},
     }
 

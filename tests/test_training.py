@@ -96,7 +96,7 @@ def test_adapter_learns_and_is_a_standard_peft_folder(tiny_model_dir, tmp_path):
 
     resolved = resolve_model(str(tiny_model_dir))
     model, tokenizer = load_model(resolved, torch.float32), load_tokenizer(resolved)
-    settings = LoraSettings(r=4, alpha=8, lr=2e-2, epochs=8, batch_size=8)
+    settings = LoraSettings(r=4, alpha=8, lr=2e-2, epochs=8, batch_size=8, min_steps=None)
     metrics = train_adapter(model, tokenizer, SPEC, EXAMPLES, settings, seed=0, out_dir=tmp_path)
     assert metrics["steps"] == 16 and metrics["last_loss"] < metrics["first_loss"]
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in tmp_path.iterdir()}
@@ -116,9 +116,28 @@ def test_min_steps_repeats_a_small_source_and_leaves_a_large_one_alone(tiny_mode
 
     assert count_steps(150, LoraSettings(batch_size=8, min_steps=100)) == 100  # 19 steps an epoch, repeated
     assert count_steps(10_000, LoraSettings(batch_size=8, min_steps=100)) == 1250  # an epoch is already more
-    assert count_steps(150, LoraSettings(batch_size=8, epochs=2)) == 38
+    assert count_steps(150, LoraSettings(batch_size=8, epochs=2, min_steps=None)) == 38
     resolved = resolve_model(str(tiny_model_dir))
     model, tokenizer = load_model(resolved, torch.float32), load_tokenizer(resolved)
     settings = LoraSettings(r=2, alpha=4, lr=1e-2, epochs=1, batch_size=8, min_steps=5)
     metrics = train_adapter(model, tokenizer, SPEC, EXAMPLES, settings, seed=0, out_dir=tmp_path)
     assert metrics["steps"] == 5 and metrics["examples"] == 16
+
+
+def test_auto_lr_scales_inversely_with_the_models_width(tiny_model_dir, tiny_settings):
+    from crosstask.config import parse_experiment
+    from crosstask.models import lr_for_width, with_lr
+    from crosstask.pipeline import plan
+
+    assert lr_for_width(4096) == pytest.approx(2e-4) and lr_for_width(576) == pytest.approx(1.422e-3, rel=1e-3)
+    resolved = resolve_model(str(tiny_model_dir))  # hidden size 32
+    assert LoraSettings().lr == "auto" and with_lr(LoraSettings(), resolved).lr == pytest.approx(2e-4 * 4096 / 32)
+    assert with_lr(LoraSettings(lr=1e-3), resolved).lr == 1e-3
+    # "auto" is resolved before the content key: the same training under either spelling is one adapter.
+    keys = []
+    for lr in ("auto", 2e-4 * 4096 / 32):
+        settings = tiny_settings | {"sources": ["nli"], "targets": ["nli"], "lora": tiny_settings["lora"] | {"lr": lr}}
+        keys.append(plan(parse_experiment(settings)).train_job("nli").key)
+    assert keys[0] == keys[1]
+    with pytest.raises(Exception, match="lr must be positive or 'auto'"):
+        LoraSettings(lr=-1)

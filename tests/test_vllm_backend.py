@@ -203,7 +203,7 @@ def test_a_run_with_the_vllm_backend_stores_its_version_in_every_cell(real_vllm,
 
     api.run({"name": "vllm-run", "sources": ["sentiment_binary"], "targets": ["sentiment_binary", "arithmetic_large"],
              "train_examples": 8, "eval_examples": 4, "precision": "fp32", "backend": "vllm",
-             "lora": {"batch_size": 8, "lr": 5e-3}}, out_dir=tmp_path / "run", progress=False)
+             "lora": {"batch_size": 8, "lr": 5e-3, "min_steps": None}}, out_dir=tmp_path / "run", progress=False)
     cells = Store(tmp_path / "run" / "results.sqlite").cells()
     assert len(cells) == 4 and set(cells["backend"]) == {VLLMBackend.version()} and set(cells["device"]) == {"cpu"}
     assert set(cells["model"]) == {BASE, "sentiment_binary"}

@@ -216,14 +216,25 @@ class LoraSettings(Strict):
     epochs: float = Field(1.0, gt=0)
     # At least this many optimizer steps: a small source is repeated for more epochs (150 examples in
     # batches of 8 are 19 steps an epoch); a large one is unaffected. null: exactly `epochs`.
-    min_steps: Optional[int] = Field(None, ge=1)
-    lr: float = Field(2e-4, gt=0)
+    min_steps: Optional[int] = Field(100, ge=1)
+    # "auto": 2e-4 x 4096 / the model's hidden size (see crosstask.models.auto_lr): QLoRA's rate for 7B
+    # models, scaled inversely with width as Adam's rate for hidden matrices is under muP; 1.4e-3 for
+    # SmolLM2-135M, 2.7e-4 for Llama-3.2-3B.
+    lr: Union[Literal["auto"], float] = "auto"
     batch_size: int = Field(8, ge=1)
     max_length: int = Field(256, ge=8)
     warmup_ratio: float = Field(0.0, ge=0.0, lt=1.0)
     warmup_steps: Optional[int] = Field(None, ge=0)  # a number of steps instead of a share (paper 1: 100)
     scheduler: str = "cosine"
     weight_decay: float = Field(0.0, ge=0.0)
+
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_rate(cls, lr):
+        if lr != "auto" and lr <= 0:
+            raise ValueError(f"lr must be positive or 'auto', got {lr}")
+        return lr
 
 
 class EvalSettings(Strict):

@@ -64,7 +64,7 @@ from .files import write_atomically
 from .heads.combination import HeadCombination, unit_change
 from .jobs import BackendSpec, Cell, EvalJob, ModelSpec, PatternJob, TrainJob
 from .keys import BASE
-from .models import resolve_model
+from .models import resolve_model, with_lr
 from .progress import Reporter, reporting
 from .sections import Figure, Section
 from .tasks.base import Example, TaskSpec
@@ -274,6 +274,7 @@ class _Runner:
         from .pipeline import train_key
 
         parent = self._ref(start_from) if start_from else None
+        settings = with_lr(settings, self.base.model)
         key = train_key(self.base_key, spec, examples, settings, seed, parent.key if parent else None)
         self.adapter_keys[name] = key
         return TrainJob(name, key, spec.name, spec, tuple(examples), self.base, settings, seed, parent)

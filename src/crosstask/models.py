@@ -197,18 +197,45 @@ def _modules(location: str, name: str) -> tuple[tuple[str, ...], tuple[str, ...]
     """(every module's path, the last parts of the linear layers' paths), from the config alone:
     the model is built on torch's meta device, so no weights are read, whatever its size."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    quiet_transformers()
-    try:
-        config = AutoConfig.from_pretrained(location)
-    except Exception as error:
-        raise ModelError(f"cannot read the config of model {name!r}: {str(error).splitlines()[0]}") from None
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(_config(location, name))
     modules = [(path, module) for path, module in model.named_modules() if path]
     linear = sorted({path.rsplit(".", 1)[-1] for path, module in modules if isinstance(module, torch.nn.Linear)})
     return tuple(path for path, _ in modules), tuple(linear)
+
+
+REFERENCE_WIDTH, REFERENCE_LR = 4096, 2e-4  # QLoRA's LoRA learning rate for 7B models (hidden size 4096)
+
+
+def auto_lr(resolved: ResolvedModel) -> float:
+    """The LoRA learning rate ``lr: auto`` stands for: 2e-4 × 4096 / the model's hidden size.
+
+    Adam's best rate for hidden weight matrices falls as 1/width (muP, Yang et al. 2021); anchored at
+    the rate QLoRA used for 7B models it is 1.4e-3 for SmolLM2-135M (hidden 576), where 1e-3 is what
+    the demo's sources needed to learn in 25-150 steps, and 2.7e-4 for Llama-3.2-3B (hidden 3072)."""
+    return lr_for_width(_config(resolved.location, resolved.name).hidden_size)
+
+
+def lr_for_width(hidden_size: int) -> float:
+    return REFERENCE_LR * REFERENCE_WIDTH / hidden_size
+
+
+def with_lr(settings, resolved: ResolvedModel):
+    """``settings`` (LoraSettings) with ``lr: auto`` replaced by its value for this model."""
+    return settings if settings.lr != "auto" else settings.model_copy(update={"lr": auto_lr(resolved)})
+
+
+@functools.lru_cache(maxsize=4)
+def _config(location: str, name: str):
+    from transformers import AutoConfig
+
+    quiet_transformers()
+    try:
+        return AutoConfig.from_pretrained(location)
+    except Exception as error:
+        raise ModelError(f"cannot read the config of model {name!r}: {str(error).splitlines()[0]}") from None
 
 
 def check_target_modules(resolved: ResolvedModel, target_modules: list[str], where: str) -> None:

@@ -27,7 +27,7 @@ from .errors import CrosstaskError
 from .files import write_atomically
 from .jobs import AdapterRef, BackendSpec, Cell, EvalJob, Job, ModelSpec, TrainJob
 from .keys import BASE, SCORING_VERSION, TRAINING_VERSION, content_key
-from .models import ResolvedModel, check_available, check_target_modules, resolve_model
+from .models import ResolvedModel, check_available, check_target_modules, resolve_model, with_lr
 from .progress import Reporter
 from .sections import cells_key, read_sections, recorded_sections_exist
 from .store import Store
@@ -123,7 +123,7 @@ def plan(experiment: Experiment, base_dir: Path = Path("."), root: Path = Path("
     for ref in experiment.source_refs:
         examples = train_sets[ref.label]
         spec = resolve(ref).spec
-        lora = experiment.lora_for(ref)
+        lora = with_lr(experiment.lora_for(ref), model)
         for name, seed in experiment.replicates(ref):
             key = train_key(base_key, spec, examples, lora, seed)
             adapters[name] = AdapterRef(name, key, str(adapter_folder(root, name).resolve()))

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import LoraSettings
+from .models import lr_for_width
 from .tasks.base import Example, TaskSpec
 from .tokenization import encode_continuation, encode_prompt
 
@@ -189,6 +190,9 @@ def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], set
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments, set_seed
 
     set_seed(seed)
+    if settings.lr == "auto":
+        base = model.get_base_model() if isinstance(model, PeftModel) else model
+        settings = settings.model_copy(update={"lr": lr_for_width(base.config.hidden_size)})
     tokenized = tokenize_examples(tokenizer, spec, examples, settings.max_length)
     rows = tokenized.rows
     if not rows:
