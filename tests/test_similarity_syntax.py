@@ -245,6 +245,19 @@ def test_a_relation_is_credited_only_for_gains_beyond_the_rest_of_the_target():
     assert list(candidates.loc[syntax.reliable_rows(candidates), "relation"]) == ["amod"]
 
 
+def test_a_relation_whose_items_gained_less_is_not_reported_as_the_nearest_gain():
+    rng = np.random.default_rng(1)
+    relations = [{"amod"} if i % 2 else {"det"} for i in range(80)]
+    base = rng.random(80) < 0.3
+    on_det = base | (np.array([not i % 2 for i in range(80)]) & (rng.random(80) < 0.8))
+    fit = DependencyRatios(n_resamples=300, min_items=5).fit(relations, base, on_det).table_
+    candidates = syntax.with_adjusted_p(fit.assign(adapter="a", target="t", target_items=80))
+    candidates = candidates[candidates["relation"] == "amod"]  # only the relation whose items gained less
+    text = syntax.reading(candidates, "cross-task")
+    assert text.startswith("No dependency relation carries a reliable cross-task gain")
+    assert "1 significant the other way" in text and "nearest" not in text
+
+
 def test_dependency_ratios_align_series_on_item_ids_and_reject_bad_input():
     relations = pd.Series([{"amod"}, {"amod"}, {"det"}], index=[10, 11, 12])
     base = pd.Series([1, 0, 0], index=[12, 11, 10])  # item 12 solved by base, 10 and 11 not

@@ -235,11 +235,8 @@ def reading(candidates: pd.DataFrame, scope: str, alpha: float = ALPHA) -> str:
             f"per-item gains, Benjamini–Hochberg over the {n_tests} {scope_text}adapter × target × relation tests")
     reliable = tested[reliable_rows(tested, alpha)]
     if reliable.empty:
-        best = tested.sort_values("interaction_p").iloc[0]
         return (f"No dependency relation carries a reliable {scope_text}gain in this run: on no target do the items "
-                f"with a relation gain more than the items without it (smallest adjusted p = "
-                f"{best['interaction_p_adjusted']:.2f}, `{best['relation']}` on {best['target']} with "
-                f"{best['adapter']}; {null}).")
+                f"with a relation gain more than the items without it{_closest(tested, alpha)} ({null}).")
     best = reliable.sort_values(["interaction_low", "interaction"], ascending=False).iloc[0]
     ratio = f"ratio {best['ratio']:.2f}" if np.isfinite(best["ratio"]) else "the base solved none"
     return (f"The surest {scope_text}syntactic gain is on {best['target']} items with `{best['relation']}` "
@@ -248,6 +245,25 @@ def reading(candidates: pd.DataFrame, scope: str, alpha: float = ALPHA) -> str:
             f"{best['interaction'] * 100:+.0f} pp larger than on the target's other items (interval "
             f"{best['interaction_low'] * 100:+.0f} to {best['interaction_high'] * 100:+.0f} pp, adjusted p = "
             f"{best['interaction_p_adjusted']:.3f}); {len(reliable)} of {n_tests} tests are reliable ({null}).")
+
+
+def _closest(tested: pd.DataFrame, alpha: float) -> str:
+    """What came nearest a reliable gain, and how many significant differences run the other way: a small
+    p-value there means the items *without* the relation gained more (or the ones with it lost less)."""
+    gained_more_with = tested[(tested["interaction"] > 0) & (tested["difference"] > 0)]
+    parts = []
+    if len(gained_more_with):
+        best = gained_more_with.sort_values("interaction_p").iloc[0]
+        parts.append(f"nearest: `{best['relation']}` on {best['target']} with {best['adapter']}, "
+                     f"{best['interaction'] * 100:+.0f} pp, adjusted p = {best['interaction_p_adjusted']:.2f}")
+    other_way = int(((tested["interaction_p_adjusted"] < alpha) & (tested["interaction"] < 0)).sum())
+    if other_way:
+        parts.append(f"{other_way} significant the other way, where the items without the relation gained more")
+    significant_not_gain = int(((tested["interaction_p_adjusted"] < alpha) & (tested["interaction"] > 0)
+                                & ~(tested["difference_low"] > 0)).sum())
+    if significant_not_gain:
+        parts.append(f"{significant_not_gain} where the items with it only lost less")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _explain(relation: str) -> str:
