@@ -14,11 +14,10 @@ import importlib.util
 import os
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import hub
 from .errors import CrosstaskError
 
 
@@ -161,35 +160,23 @@ def _contiguous_input(module, args):
     return (args[0].contiguous(), *args[1:])
 
 
-HUB_PROBE_TIMEOUT = 5.0  # seconds: one request, no retries, before anything is written
-
-
 def check_available(resolved: ResolvedModel) -> None:
     """Fail in one line when a hub model is neither in the local Hugging Face cache nor reachable, instead
     of the minute of retries transformers would spend once the run has started."""
     if not resolved.key.startswith("hub:"):
         return
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(resolved.location, "config.json"), str):
         return
-    advice = (f"download it first (`hf download {resolved.location}`, with network) or give a local folder "
-              "as base_model")
-    if constants.HF_HUB_OFFLINE:
-        raise ModelError(f"model {resolved.name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-                         f"{advice}")
-    url = f"{constants.ENDPOINT}/api/models/{resolved.location}"
     try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_PROBE_TIMEOUT).close()
-    except urllib.error.HTTPError as error:
-        if error.code == 404:
-            raise ModelError(f"model {resolved.name!r} does not exist on {constants.ENDPOINT} "
-                             "(or is private: log in with `hf auth login`)") from None
-        # 401/403: gated or private; transformers will use the user's token
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise ModelError(f"model {resolved.name!r} is not in the local Hugging Face cache and "
-                         f"{constants.ENDPOINT} is unreachable ({reason}); {advice}") from None
+        reason = hub.unreachable("models", resolved.location)
+    except hub.NotOnHub as error:
+        raise ModelError(f"model {resolved.name!r} {error}") from None
+    if reason:
+        raise ModelError(f"model {resolved.name!r} is not in the local Hugging Face cache and {reason}; download "
+                         f"it first (`hf download {resolved.location}`, with network) or give a local folder as "
+                         "base_model")
 
 
 @functools.lru_cache(maxsize=4)

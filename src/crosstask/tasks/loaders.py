@@ -5,13 +5,12 @@ from __future__ import annotations
 import functools
 import random
 import string
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+from .. import hub
 from ..config import DataSource
 from .base import Example, TaskError, TaskSpec
 
@@ -33,7 +32,6 @@ def _pandas():
 FILE_TYPES = tuple(_READERS)
 _DATASETS_BUILDERS = {".jsonl": ("json", {}), ".json": ("json", {}), ".csv": ("csv", {}),
                       ".tsv": ("csv", {"delimiter": "\t"}), ".parquet": ("parquet", {})}
-HUB_PROBE_TIMEOUT = 5.0  # seconds: one request, no retries (datasets alone retries for ~25 s offline)
 
 
 def read_records(source: DataSource, split: str, base_dir: Path, advice: str = "") -> list[dict]:
@@ -131,10 +129,8 @@ def _load_dataset(name: str, config, split: str, what: Optional[str] = None, **o
 
 def _read_hub(source: DataSource, split: str, advice: str):
     """A hub dataset: from the network when the hub answers, else from the local cache only; one line if neither."""
-    from huggingface_hub import constants
-
-    offline_reason = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else _hub_unreachable(source.hf_dataset)
     what = f"Hugging Face dataset {source.hf_dataset!r}"
+    offline_reason = _hub_unreachable(source.hf_dataset)
     if offline_reason is None:
         return _load_dataset(source.hf_dataset, source.hf_config, split, what)
     try:
@@ -147,20 +143,11 @@ def _read_hub(source: DataSource, split: str, advice: str):
 
 @functools.lru_cache(maxsize=64)
 def _hub_unreachable(dataset_id: str) -> Optional[str]:
-    """None when the hub answers for this dataset; else why not. A dataset the hub does not know is an error."""
-    from huggingface_hub import constants
-
-    url = f"{constants.ENDPOINT}/api/datasets/{dataset_id}"
+    """None when the hub answers for this dataset; else why not (asked once per dataset and process)."""
     try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_PROBE_TIMEOUT).close()
-    except urllib.error.HTTPError as error:
-        if error.code == 404:
-            raise TaskError(f"dataset {dataset_id!r} does not exist on {constants.ENDPOINT} "
-                            "(or is private: log in with `hf auth login`)") from None
-        return None  # 401/403: gated; datasets will use the user's token
-    except (urllib.error.URLError, OSError) as error:
-        return f"{constants.ENDPOINT} is unreachable ({getattr(error, 'reason', error)})"
-    return None
+        return hub.unreachable("datasets", dataset_id)
+    except hub.NotOnHub as error:
+        raise TaskError(f"dataset {dataset_id!r} {error}") from None
 
 
 @contextmanager
