@@ -100,3 +100,40 @@ def test_evaluate_dispatches_on_answer_type(tiny_model):
     assert evaluate(backend, SPEC, EXAMPLES[:2])[0][0].logliks
     gen = TaskSpec("gen", "Compute.", "Answer", "generate", max_new_tokens=3)
     assert evaluate(backend, gen, EXAMPLES[:2])[0][0].generated is not None
+
+
+def _random_adapter(model_dir, folder, seed: int) -> str:
+    """A LoRA adapter with random (non-zero) weights on the tiny model, saved as PEFT files."""
+    from peft import LoraConfig, get_peft_model
+
+    from crosstask.models import load_model, resolve_model
+
+    torch.manual_seed(seed)
+    model = load_model(resolve_model(str(model_dir)), torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft_model.save_pretrained(folder)
+    return str(folder)
+
+
+def test_unloading_an_adapter_frees_it_and_leaves_the_others_and_the_base_unchanged(tiny_model_dir, tmp_path):
+    from crosstask.models import resolve_model
+
+    backend = HFBackend(resolve_model(str(tiny_model_dir)), "float32", "cpu", batch_size=4)
+    first, second = (_random_adapter(tiny_model_dir, tmp_path / name, seed) for seed, name in enumerate("ab"))
+    base_before = evaluate(backend, SPEC, EXAMPLES, [None])[0]
+    backend.load_adapter("a", first)
+    backend.load_adapter("b", second)
+    a_before, b_before = evaluate(backend, SPEC, EXAMPLES, ["a", "b"])
+    assert [r.logliks for r in a_before] != [r.logliks for r in b_before]  # the adapters differ
+
+    backend.unload_adapter("b")
+    assert backend.adapters() == ["a"]
+    with pytest.raises(KeyError, match="'b' is not loaded"):
+        evaluate(backend, SPEC, EXAMPLES, ["b"])
+    assert [r.logliks for r in evaluate(backend, SPEC, EXAMPLES, ["a"])[0]] == [r.logliks for r in a_before]
+
+    backend.unload_adapter("a")  # the last one: the plain base model is back, with no LoRA layers left
+    assert backend.adapters() == [] and not any("lora" in name for name, _ in backend.base.named_modules())
+    assert [r.logliks for r in evaluate(backend, SPEC, EXAMPLES, [None])[0]] == [r.logliks for r in base_before]
+    backend.load_adapter("b", second)
+    assert [r.logliks for r in evaluate(backend, SPEC, EXAMPLES, ["b"])[0]] == [r.logliks for r in b_before]

@@ -231,3 +231,31 @@ def test_seeds_must_be_distinct_and_names_may_not_mark_a_seed(settings):
         parse_experiment(settings | {"seeds": [1, 1]})
     with pytest.raises(ConfigError, match="may not contain '@seed'"):
         parse_experiment(settings | {"sources": [{"task": "nli", "name": "nli@seed2"}]})
+
+
+def test_a_worker_holds_few_adapters_and_loads_each_once(settings, tmp_path, monkeypatch):
+    from crosstask import jobs
+    from crosstask.backends.hf import HFBackend
+
+    roomy = tmp_path / "roomy"
+    api.run(settings, out_dir=roomy, progress=False)
+
+    loads, held = [], []
+    load, ensure = HFBackend.load_adapter, jobs.Worker._ensure_adapter
+
+    def counting_load(self, name, path):
+        loads.append(name)
+        load(self, name, path)
+
+    def recording_ensure(self, backend, adapter, needed=frozenset()):
+        ensure(self, backend, adapter, needed)
+        held.append(len(backend.adapters()))
+
+    monkeypatch.setattr(jobs, "MAX_RESIDENT_ADAPTERS", 1)
+    monkeypatch.setattr(HFBackend, "load_adapter", counting_load)
+    monkeypatch.setattr(jobs.Worker, "_ensure_adapter", recording_ensure)
+    tight = tmp_path / "tight"
+    api.run(settings, out_dir=tight, progress=False)
+    assert sorted(loads) == ["nli_noisy", "sentiment_binary", "toxicity"]  # cells come adapter by adapter
+    assert held and max(held) == 1
+    pd.testing.assert_frame_equal(api.load_items(tight), api.load_items(roomy))

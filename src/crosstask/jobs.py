@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +30,10 @@ from .evaluation import ItemResult
 from .keys import BASE, content_key
 from .models import ResolvedModel
 from .tasks.base import Example, TaskSpec
+
+# Adapters a worker keeps on one base model between jobs: the plan orders per-cell jobs adapter by adapter,
+# so each is loaded once; a few more spare reloads when jobs arrive interleaved (Ray, resumed runs).
+MAX_RESIDENT_ADAPTERS = 4
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,8 @@ class Worker:
         self.ship_files = ship_files
         self.bar = bar
         self._backends: dict[str, Any] = {}
-        self._loaded: dict[tuple[int, str], str] = {}  # (id of backend, adapter name) -> key of the loaded weights
+        # (id of backend, adapter name) -> key of the loaded weights, least recently used first
+        self._loaded: OrderedDict[tuple[int, str], str] = OrderedDict()
         self._materialized: dict[str, Path] = {}  # adapter key -> local folder of shipped files
 
     def run(self, job: Job) -> Result:
@@ -300,9 +306,10 @@ class Worker:
         from .evaluation import evaluate
 
         backend = self._backend(job.base, job.backend)
+        needed = frozenset(cell.adapter.name for cell in job.cells if cell.adapter is not None)
         for cell in job.cells:
             if cell.adapter is not None:
-                self._ensure_adapter(backend, cell.adapter)
+                self._ensure_adapter(backend, cell.adapter, needed)
         models = [None if cell.model == BASE else cell.model for cell in job.cells]
         started = time.perf_counter()
         label = job.cells[0].model if len(job.cells) == 1 else f"{len(job.cells)} models"
@@ -356,11 +363,24 @@ class Worker:
         backend.batch_size = spec.batch_size  # a per-job setting; the loaded model is shared
         return backend
 
-    def _ensure_adapter(self, backend, adapter: AdapterRef) -> None:
+    def _ensure_adapter(self, backend, adapter: AdapterRef, needed: frozenset[str] = frozenset()) -> None:
+        """Load ``adapter`` unless it is loaded already, then unload the least recently used adapters beyond
+        MAX_RESIDENT_ADAPTERS that the current job (``needed``) does not use: memory stays flat however many
+        sources a run has."""
         slot = (id(backend), adapter.name)
         if self._loaded.get(slot) != adapter.key:
             backend.load_adapter(adapter.name, str(self._adapter_folder(adapter)))
             self._loaded[slot] = adapter.key
+        self._loaded.move_to_end(slot)
+        resident = [other for other in self._loaded if other[0] == id(backend)]
+        excess = len(resident) - MAX_RESIDENT_ADAPTERS
+        for other in resident:
+            if excess <= 0:
+                break
+            if other[1] not in needed and other != slot:
+                backend.unload_adapter(other[1])
+                del self._loaded[other]
+                excess -= 1
 
     def _adapter_folder(self, adapter: AdapterRef) -> Path:
         if adapter.files is None:

@@ -132,16 +132,20 @@ def plan(experiment: Experiment, base_dir: Path = Path("."), root: Path = Path("
     chosen = backend_class(experiment.backend.name)
     options = chosen.plan_options(experiment.backend.options, [job.lora.r for job in result.jobs])
     backend = BackendSpec(experiment.backend.name, options, experiment.eval.batch_size)
-    one_job_per_target = chosen.mixes_models
-    for ref in experiment.target_refs:
-        spec = _target_spec(ref, experiment, base_dir, held_out)
-        examples = eval_sets[ref.label]
-        cells = [Cell(name, eval_key(base_key, backend_version, adapters[name].key if name in adapters else None,
-                                     spec, examples), adapters.get(name))
-                 for name in result.models]
-        for group in ([cells] if one_job_per_target else [[cell] for cell in cells]):
-            result.jobs.append(EvalJob(ref.label, ref.task, spec, tuple(examples), tuple(group), result.base,
-                                       backend))
+    targets = [(ref, _target_spec(ref, experiment, base_dir, held_out)) for ref in experiment.target_refs]
+
+    def cell(name: str, ref, spec) -> Cell:
+        adapter = adapters.get(name)
+        return Cell(name, eval_key(base_key, backend_version, adapter.key if adapter else None, spec,
+                                   eval_sets[ref.label]), adapter)
+
+    def job(ref, spec, cells: list[Cell]) -> EvalJob:
+        return EvalJob(ref.label, ref.task, spec, tuple(eval_sets[ref.label]), tuple(cells), result.base, backend)
+
+    if chosen.mixes_models:  # one job per target: the backend batches every model's requests together
+        result.jobs += [job(ref, spec, [cell(name, ref, spec) for name in result.models]) for ref, spec in targets]
+    else:  # one job per cell, model by model, so a worker holds one adapter at a time
+        result.jobs += [job(ref, spec, [cell(name, ref, spec)]) for name in result.models for ref, spec in targets]
     return result
 
 

@@ -55,6 +55,10 @@ class Backend(ABC):
         """Hold the PEFT adapter folder ``path`` under ``name``, replacing any adapter of that name."""
 
     @abstractmethod
+    def unload_adapter(self, name: str) -> None:
+        """Release adapter ``name`` and its memory; ``load_adapter`` brings it back."""
+
+    @abstractmethod
     def adapters(self) -> list[str]:
         """The names of the adapters this backend holds."""
 

@@ -15,6 +15,8 @@ loaded onto the same base model and switched per request group, never reloaded w
 
 from __future__ import annotations
 
+import warnings
+
 import copy
 import hashlib
 import inspect
@@ -88,6 +90,16 @@ class HFBackend(Backend):
             self.peft_model.load_adapter(path, adapter_name=peft_name, is_trainable=False)
         self.peft_model.eval()  # adapter weights follow their base layer's device
         self._adapters[name] = peft_name
+
+    def unload_adapter(self, name: str) -> None:
+        peft_name = self._adapters.pop(name)
+        if self._adapters:
+            with warnings.catch_warnings():  # "... was active, setting another active": activated() picks anyway
+                warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted")
+                self.peft_model.delete_adapter(peft_name)
+        else:  # PEFT keeps empty LoRA layers around the last adapter: restore the plain base model instead
+            self.base = self.peft_model.unload()
+            self.peft_model = None
 
     def adapters(self) -> list[str]:
         return list(self._adapters)

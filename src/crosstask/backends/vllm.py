@@ -144,6 +144,10 @@ class VLLMBackend(Backend):
         self._lora[name] = LoRARequest(name, self._next_id, path)  # a new id: vLLM caches LoRAs by id
         self._next_id += 1
 
+    def unload_adapter(self, name: str) -> None:
+        # Only the request goes: vLLM's own LoRA cache (max_loras, max_cpu_loras) evicts the weights.
+        del self._lora[name]
+
     def adapters(self) -> list[str]:
         return list(self._lora)
 
