@@ -15,11 +15,10 @@ loaded onto the same base model and switched per request group, never reloaded w
 
 from __future__ import annotations
 
-import warnings
-
 import copy
 import hashlib
 import inspect
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
