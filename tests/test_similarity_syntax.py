@@ -302,3 +302,18 @@ def test_analyze_similarity_and_syntax_on_the_tiny_run(tiny_run, tmp_path):
                                          "ratio", "ratio_low", "ratio_high", "difference"]
     assert set(ratios["adapter"]) == set(run.sources) and set(ratios["target"]) == set(run.targets)
     assert (ratios["n_items"] >= 2).all() and (ratios["n_items"] <= ratios["target_items"]).all()
+
+
+def test_the_margins_test_treats_tied_residuals_as_ties_not_by_float_noise(monkeypatch):
+    # Transfer matrices are sparse (many cells where adapter and base answer alike), so many double-centred
+    # residuals tie exactly; how many centring sweeps ran must not decide their order.
+    rng = np.random.default_rng(2)
+    transfer = np.round(rng.choice([0, 0, 0, 0.01, -0.02, 0.1], size=(6, 8)), 2)
+    similarity_matrix = rng.random((6, 8))
+    tested = np.ones((6, 8), dtype=bool)
+    tested[range(6), range(6)] = False
+    converged = similarity.mantel_interaction(similarity_matrix, transfer, tested, 200, np.random.default_rng(0))
+    centre = similarity.double_centred
+    monkeypatch.setattr(similarity, "double_centred", lambda values, kept: centre(values, kept, tolerance=0))
+    every_sweep = similarity.mantel_interaction(similarity_matrix, transfer, tested, 200, np.random.default_rng(0))
+    assert converged[:2] == every_sweep[:2]

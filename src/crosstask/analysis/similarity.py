@@ -168,15 +168,27 @@ class DatasetSimilarity:
             similarity, values, tested, self.n_permutations, rng)
 
 
-def double_centred(values: np.ndarray, tested: np.ndarray, sweeps: int = 50) -> np.ndarray:
+RESIDUAL_DECIMALS = 9  # far below any real difference of scores, far above float64 noise
+
+
+def double_centred(values: np.ndarray, tested: np.ndarray, sweeps: int = 50, tolerance: float = 1e-12) -> np.ndarray:
     """``values`` minus additive row and column effects fitted on the ``tested`` cells (others: NaN)."""
     kept = np.where(tested, values, np.nan)
     rows, columns = np.zeros(kept.shape[0]), np.zeros(kept.shape[1])
     grand = np.nanmean(kept)
     for _ in range(sweeps):  # alternating means: exact in one sweep when every cell is tested
+        previous = columns
         rows = np.nanmean(kept - grand - columns[None, :], axis=1)
         columns = np.nanmean(kept - grand - rows[:, None], axis=0)
+        if np.max(np.abs(columns - previous)) < tolerance:  # converged: further sweeps change nothing
+            break
     return kept - grand - rows[:, None] - columns[None, :]
+
+
+def _residual_ranks(values: np.ndarray, tested: np.ndarray) -> np.ndarray:
+    """Centred ranks of the tested cells' double-centred residuals. Rounded first: cells that tie (a target
+    every adapter leaves at 0.50) differ only by float noise after centring, which would otherwise order them."""
+    return _centred_ranks(np.round(double_centred(values, tested)[tested], RESIDUAL_DECIMALS))
 
 
 def _centred_ranks(values: np.ndarray) -> np.ndarray:
@@ -196,10 +208,10 @@ def mantel_interaction(similarity: np.ndarray, transfer: np.ndarray, tested: np.
 
     Returns (rho, p, null rhos); rho and p are NaN when either residual is constant.
     """
-    residual_ranks = _centred_ranks(double_centred(transfer, tested)[tested])  # fixed: ranked once
+    residual_ranks = _residual_ranks(transfer, tested)  # fixed: ranked once
 
     def rho_of(matrix: np.ndarray) -> float:
-        return _rank_correlation(_centred_ranks(double_centred(matrix, tested)[tested]), residual_ranks)
+        return _rank_correlation(_residual_ranks(matrix, tested), residual_ranks)
 
     rho = rho_of(similarity)
     if np.isnan(rho):
