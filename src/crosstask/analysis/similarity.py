@@ -186,8 +186,9 @@ def double_centred(values: np.ndarray, tested: np.ndarray, sweeps: int = 50, tol
 
 
 def _residual_ranks(values: np.ndarray, tested: np.ndarray) -> np.ndarray:
-    """Centred ranks of the tested cells' double-centred residuals. Rounded first: cells that tie (a target
-    every adapter leaves at 0.50) differ only by float noise after centring, which would otherwise order them."""
+    """Centred ranks of the tested cells' double-centred residuals. Rounded first: transfer matrices are sparse
+    (many cells where adapter and base answer alike), so many residuals tie exactly, and after centring such
+    ties differ only by float noise, which would otherwise order them."""
     return _centred_ranks(np.round(double_centred(values, tested)[tested], RESIDUAL_DECIMALS))
 
 

@@ -259,10 +259,10 @@ def _closest(tested: pd.DataFrame, alpha: float) -> str:
     other_way = int(((tested["interaction_p_adjusted"] < alpha) & (tested["interaction"] < 0)).sum())
     if other_way:
         parts.append(f"{other_way} significant the other way, where the items without the relation gained more")
-    significant_not_gain = int(((tested["interaction_p_adjusted"] < alpha) & (tested["interaction"] > 0)
-                                & ~(tested["difference_low"] > 0)).sum())
-    if significant_not_gain:
-        parts.append(f"{significant_not_gain} where the items with it only lost less")
+    lost_less = int(((tested["interaction_p_adjusted"] < alpha) & (tested["interaction"] > 0)
+                     & (tested["difference"] <= 0)).sum())
+    if lost_less:
+        parts.append(f"{lost_less} where the items with it only lost less")
     return f" ({'; '.join(parts)})" if parts else ""
 
 
