@@ -86,3 +86,31 @@ def test_real_data_experiment_end_to_end(shared_data, tmp_path):
     assert metrics["truncated"] > 0 and metrics["examples"] + metrics["dropped"] == 16
     # The run stored where its data came from, so a later reader finds the same files in any directory.
     assert api.report(run_dir).is_file()
+
+
+def test_generation_refills_freed_rows_and_changes_no_answer():
+    """Rows that end early give their place to waiting prompts mid-batch; every answer stays the one
+    the prompt gets alone."""
+    from crosstask.config import TaskRef
+    from crosstask.tasks import build_examples
+
+    resolved = resolve_model("smollm2-135m-instruct")
+    model, tokenizer = load_model(resolved, "float32"), load_tokenizer(resolved)
+    spec = get_family("word_problems").spec
+    examples = build_examples(TaskRef(task="word_problems"), "eval", 6, seed=0)
+    calls = []  # (rows, tokens per row) of each forward
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    model.forward = spy
+    together = evaluate(HFBackend.wrap(model, tokenizer, 3), spec, examples)[0]
+    model.forward = forward
+    # A decoding step right after prompts were run holds more rows than those prompts: they joined rows
+    # that were mid-answer.
+    assert any(step[1] == 1 and step[0] > run[0] for run, step in zip(calls, calls[1:]) if run[1] > 1)
+    alone = [evaluate(HFBackend.wrap(model, tokenizer, 1), spec, [example])[0][0] for example in examples]
+    assert [r.generated for r in together] == [r.generated for r in alone]
+    assert len({r.generated_tokens for r in alone}) > 1  # answers of different lengths: rows did end apart

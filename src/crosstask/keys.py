@@ -14,7 +14,9 @@ import json
 BASE = "base"  # the base model's row in every matrix; never an adapter name
 
 # 4: acc_norm divides by len(label), as lm-eval does (3 divided by len(" " + label)).
-SCORING_VERSION = 4  # choice scoring and greedy generation (crosstask.evaluation and the backends)
+# 5: generation refills freed batch rows; a row is decoded beside other rows than before, which in bf16
+#    can turn a near-tie (fp32: 100 of 100 GSM8K answers unchanged).
+SCORING_VERSION = 5  # choice scoring and greedy generation (crosstask.evaluation and the backends)
 # 3: an example longer than lora.max_length loses the start of its input, never the end of its answer.
 TRAINING_VERSION = 3  # LoRA training (crosstask.training)
 HEADS_VERSION = 1  # activation patterns (crosstask.heads.patterns)

@@ -4,8 +4,9 @@ Choice items follow lm-evaluation-harness ``multiple_choice``: each continuation
 log-likelihood after the prompt. The prompt runs once per item, with the continuations' common first
 tokens; its key/value cache serves the labels that are longer than one token of their own. Logits are
 computed only where a continuation token is scored, which skips most of the output head (49k wide
-for SmolLM2). Greedy generation decodes token by token and drops each row once it ends (end of
-sequence, a stop string, the answer's end). When every prompt of a request group starts with the same
+for SmolLM2). Greedy generation decodes token by token, drops each row once it ends (end of
+sequence, a stop string, the answer's end) and gives its place to a waiting prompt (continuous
+batching). When every prompt of a request group starts with the same
 prefix (the instruction, few-shot examples), the prefix runs once and its cache is copied into each
 batch. All of this is exact: each score equals the one of the whole sequence run alone (tests).
 
@@ -19,7 +20,7 @@ import copy
 import hashlib
 import inspect
 import warnings
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -205,51 +206,53 @@ class HFBackend(Backend):
 
     @torch.inference_mode()
     def _generate(self, module, prompts: list[str], rule: GenerateRequest, progress: Progress) -> list[str]:
-        """Greedy answers, batch by batch, decoded token by token on the batch's cache.
+        """Greedy answers, decoded token by token on one batch's cache, with continuous batching.
 
         A row leaves the batch (and its cache) as soon as it ends: at the end-of-sequence token, a stop
-        string or the answer's end; the batch stops when no row is left or at ``max_new_tokens``. This
-        is greedy decoding as ``generate`` does it, without its per-step machinery and without running
-        finished rows to the longest answer of the batch.
+        string, the answer's end or ``max_new_tokens``, and waiting prompts take the free rows at once:
+        they run on their own and their cache is joined to the batch's. A batch therefore never runs
+        at a few rows until its longest answer ends: one decoding step costs about as much at 2 rows
+        as at 16 on a CPU (SmolLM2-135M, fp32: 90 against 120 ms), and GSM8K answers run from 0 to 320
+        tokens (100 GSM8K items: 231 s with batches that only shrink, 111 s refilled at once, 122 s
+        refilled when half the rows are free; same answers). Where the cache cannot be joined (another
+        cache type), a new batch starts when the last one is done, as ``generate`` does it.
         """
-        device = self.model_device
         prompt_ids = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
         prefix = self._prefix(module, prompt_ids)
         stops = set(_end_of_sequence_ids(module, self.tokenizer))
         cache_key = cache_argument(module)
         texts: list[Optional[str]] = [None] * len(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i]))
-        for batch in _batches(order, self.batch_size):
-            inputs = prefix.inputs([prompt_ids[i] for i in batch])
-            arguments = inputs.arguments(cache_key)
-            mask, positions = arguments["attention_mask"], arguments["position_ids"][:, -1:]
-            out = module(**arguments, use_cache=True, logits_to_keep=1)
-            cache, live = returned_cache(out), list(batch)
-            tokens: dict[int, list[int]] = {index: [] for index in batch}
-            for step in range(rule.max_new_tokens):
-                next_tokens = out.logits[:, -1].argmax(-1)
-                keep = []
-                for row, (index, token) in enumerate(zip(live, next_tokens.cpu().tolist())):
-                    if token in stops:
-                        continue
+        tokens: list[list[int]] = [[] for _ in prompts]
+        waiting = deque(sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i])))  # least padding
+        batch: Optional[_Decoding] = None
+        while waiting or batch is not None:
+            free = self.batch_size - (len(batch.rows) if batch else 0)
+            if waiting and (batch is None or (free and batch.joinable)):
+                admitted = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+                inputs = prefix.inputs([prompt_ids[i] for i in admitted])
+                arguments = inputs.arguments(cache_key)
+                out = module(**arguments, use_cache=True, logits_to_keep=1)
+                started = _Decoding(admitted, returned_cache(out), inputs.mask, arguments["position_ids"][:, -1:],
+                                    out.logits[:, -1].argmax(-1))
+                batch = started if batch is None else batch.join(started)
+            going = []
+            for row, (index, token) in enumerate(zip(batch.rows, batch.next_tokens.cpu().tolist())):
+                ended = token in stops
+                if not ended:
                     tokens[index].append(token)
                     text = self.tokenizer.decode(tokens[index], skip_special_tokens=True)
-                    if rule.cut(text) == text:
-                        keep.append(row)
-                if not keep or step == rule.max_new_tokens - 1:
-                    break
-                if len(keep) < len(live):
-                    rows = torch.tensor(keep, device=device)
-                    cache.batch_select_indices(rows)
-                    mask, positions, next_tokens = mask[rows], positions[rows], next_tokens[rows]
-                    live = [live[row] for row in keep]
-                mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=device)], dim=1)
-                positions = positions + 1
-                out = module(input_ids=next_tokens.unsqueeze(1), attention_mask=mask, position_ids=positions,
-                             use_cache=True, logits_to_keep=1, **{cache_key: cache})
-            for index in batch:
-                texts[index] = rule.cut(self.tokenizer.decode(tokens[index], skip_special_tokens=True))
-            progress(len(batch))
+                    ended = rule.cut(text) != text or len(tokens[index]) == rule.max_new_tokens
+                if ended:
+                    texts[index] = rule.cut(self.tokenizer.decode(tokens[index], skip_special_tokens=True))
+                    progress(1)
+                else:
+                    going.append(row)
+            if not going:
+                batch = None
+                continue
+            if len(going) < len(batch.rows):
+                batch.select(going)
+            batch.step(module, cache_key)
         return texts  # type: ignore[return-value]
 
     def _prefix(self, module, sequences: list[list[int]]) -> _PrefixCache:
@@ -297,6 +300,67 @@ class _PrefixCache:
             cache = copy.deepcopy(self.cache)
             cache.batch_repeat_interleave(rows)
         return _BatchInputs(own, mask, cache)
+
+
+class _Decoding:
+    """The rows being answered together: their key/value cache, attention mask over it, the position of
+    each row's last token and each row's next token (greedy)."""
+
+    def __init__(self, rows: list[int], cache, mask: torch.Tensor, positions: torch.Tensor, next_tokens: torch.Tensor):
+        self.rows, self.cache, self.mask, self.positions, self.next_tokens = rows, cache, mask, positions, next_tokens
+
+    @property
+    def joinable(self) -> bool:
+        """Whether other rows' caches can be joined to this one: plain per-layer key/value tensors."""
+        from transformers import cache_utils
+
+        layers = getattr(self.cache, "layers", None)
+        plain = getattr(cache_utils, "DynamicLayer", None)  # transformers >= 4.56
+        return bool(layers) and all(type(layer) is plain and layer.is_initialized for layer in layers)
+
+    def step(self, module, cache_key: str) -> None:
+        """Feed every row its next token; the next tokens become the argmax after it."""
+        ones = torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=self.mask.device)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        self.positions = self.positions + 1
+        out = module(input_ids=self.next_tokens.unsqueeze(1), attention_mask=self.mask, position_ids=self.positions,
+                     use_cache=True, logits_to_keep=1, **{cache_key: self.cache})
+        self.cache, self.next_tokens = returned_cache(out), out.logits[:, -1].argmax(-1)
+
+    def select(self, rows: list[int]) -> None:
+        """Keep only these rows, and drop the cache columns none of them attends to any more."""
+        index = torch.tensor(rows, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.rows = [self.rows[row] for row in rows]
+        self.mask, self.positions, self.next_tokens = self.mask[index], self.positions[index], self.next_tokens[index]
+        unused = int(self.mask.any(dim=0).long().argmax())  # the first column some row attends to
+        if unused and self.joinable:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[..., unused:, :], layer.values[..., unused:, :]
+            self.mask = self.mask[:, unused:]
+
+    def join(self, other: _Decoding) -> _Decoding:
+        """These rows and ``other``'s in one batch; the shorter cache is padded on the left (masked out:
+        positions are given per row, so a token's place in the cache does not matter)."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            mine.keys = torch.cat([_pad_left(mine.keys, width, dim=-2), _pad_left(theirs.keys, width, dim=-2)])
+            mine.values = torch.cat([_pad_left(mine.values, width, dim=-2), _pad_left(theirs.values, width, dim=-2)])
+        self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(other.mask, width, dim=1)])
+        self.rows = self.rows + other.rows
+        self.positions = torch.cat([self.positions, other.positions])
+        self.next_tokens = torch.cat([self.next_tokens, other.next_tokens])
+        return self
+
+
+def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``tensor`` with zeros in front along ``dim`` up to ``width``."""
+    missing = width - tensor.shape[dim]
+    if not missing:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
 def _end_of_sequence_ids(module, tokenizer) -> list[int]:
