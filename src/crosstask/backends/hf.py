@@ -237,13 +237,11 @@ class HFBackend(Backend):
                 batch = started if batch is None else batch.join(started)
             going = []
             for row, (index, token) in enumerate(zip(batch.rows, batch.next_tokens.cpu().tolist())):
-                ended = token in stops
-                if not ended:
+                if token not in stops:
                     tokens[index].append(token)
-                    text = self.tokenizer.decode(tokens[index], skip_special_tokens=True)
-                    ended = rule.cut(text) != text or len(tokens[index]) == rule.max_new_tokens
-                if ended:
-                    texts[index] = rule.cut(self.tokenizer.decode(tokens[index], skip_special_tokens=True))
+                text = self.tokenizer.decode(tokens[index], skip_special_tokens=True)
+                if token in stops or rule.cut(text) != text or len(tokens[index]) == rule.max_new_tokens:
+                    texts[index] = rule.cut(text)
                     progress(1)
                 else:
                     going.append(row)
