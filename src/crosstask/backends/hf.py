@@ -34,6 +34,7 @@ from ..models import ResolvedModel, load_model, load_tokenizer
 from ..requests import ChoiceRequest, GenerateRequest, Generation
 from ..tokenization import encode_continuation, encode_prompt
 from .base import Backend, Progress, no_progress
+from .decoding import Decoding, returned_cache
 
 # Below this many shared tokens, the prefix cache's copy per batch costs about what it saves. Built-in
 # instructions are 14-22 tokens: running them once made choice scoring 1.3-2x faster (SmolLM2, CPU).
@@ -214,8 +215,10 @@ class HFBackend(Backend):
         at a few rows until its longest answer ends: one decoding step costs about as much at 2 rows
         as at 16 on a CPU (SmolLM2-135M, fp32: 90 against 120 ms), and GSM8K answers run from 0 to 320
         tokens (100 GSM8K items: 231 s with batches that only shrink, 111 s refilled at once, 122 s
-        refilled when half the rows are free; same answers). Where the cache cannot be joined (another
-        cache type), a new batch starts when the last one is done, as ``generate`` does it.
+        refilled when half the rows are free; same answers). The rows and their cache are a
+        :class:`~.decoding.Decoding`, whose cache writes each step's token in place. Where the cache
+        cannot be joined (another cache type), a new batch starts when the last one is done, as
+        ``generate`` does it.
         """
         prompt_ids = [encode_prompt(self.tokenizer, prompt) for prompt in prompts]
         prefix = self._prefix(module, prompt_ids)
@@ -224,7 +227,7 @@ class HFBackend(Backend):
         texts: list[Optional[str]] = [None] * len(prompts)
         tokens: list[list[int]] = [[] for _ in prompts]
         waiting = deque(sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i])))  # least padding
-        batch: Optional[_Decoding] = None
+        batch: Optional[Decoding] = None
         while waiting or batch is not None:
             free = self.batch_size - (len(batch.rows) if batch else 0)
             if waiting and (batch is None or (free and batch.joinable)):
@@ -232,8 +235,8 @@ class HFBackend(Backend):
                 inputs = prefix.inputs([prompt_ids[i] for i in admitted])
                 arguments = inputs.arguments(cache_key)
                 out = module(**arguments, use_cache=True, logits_to_keep=1)
-                started = _Decoding(admitted, returned_cache(out), inputs.mask, arguments["position_ids"][:, -1:],
-                                    out.logits[:, -1].argmax(-1))
+                started = Decoding(admitted, returned_cache(out), inputs.mask, arguments["position_ids"][:, -1:],
+                                   out.logits[:, -1].argmax(-1), rule.max_new_tokens)
                 batch = started if batch is None else batch.join(started)
             going = []
             for row, (index, token) in enumerate(zip(batch.rows, batch.next_tokens.cpu().tolist())):
@@ -300,67 +303,6 @@ class _PrefixCache:
         return _BatchInputs(own, mask, cache)
 
 
-class _Decoding:
-    """The rows being answered together: their key/value cache, attention mask over it, the position of
-    each row's last token and each row's next token (greedy)."""
-
-    def __init__(self, rows: list[int], cache, mask: torch.Tensor, positions: torch.Tensor, next_tokens: torch.Tensor):
-        self.rows, self.cache, self.mask, self.positions, self.next_tokens = rows, cache, mask, positions, next_tokens
-
-    @property
-    def joinable(self) -> bool:
-        """Whether other rows' caches can be joined to this one: plain per-layer key/value tensors."""
-        from transformers import cache_utils
-
-        layers = getattr(self.cache, "layers", None)
-        plain = getattr(cache_utils, "DynamicLayer", None)  # transformers >= 4.56
-        return bool(layers) and all(type(layer) is plain and layer.is_initialized for layer in layers)
-
-    def step(self, module, cache_key: str) -> None:
-        """Feed every row its next token; the next tokens become the argmax after it."""
-        ones = torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=self.mask.device)
-        self.mask = torch.cat([self.mask, ones], dim=1)
-        self.positions = self.positions + 1
-        out = module(input_ids=self.next_tokens.unsqueeze(1), attention_mask=self.mask, position_ids=self.positions,
-                     use_cache=True, logits_to_keep=1, **{cache_key: self.cache})
-        self.cache, self.next_tokens = returned_cache(out), out.logits[:, -1].argmax(-1)
-
-    def select(self, rows: list[int]) -> None:
-        """Keep only these rows, and drop the cache columns none of them attends to any more."""
-        index = torch.tensor(rows, device=self.mask.device)
-        self.cache.batch_select_indices(index)
-        self.rows = [self.rows[row] for row in rows]
-        self.mask, self.positions, self.next_tokens = self.mask[index], self.positions[index], self.next_tokens[index]
-        unused = int(self.mask.any(dim=0).long().argmax())  # the first column some row attends to
-        if unused and self.joinable:
-            for layer in self.cache.layers:
-                layer.keys, layer.values = layer.keys[..., unused:, :], layer.values[..., unused:, :]
-            self.mask = self.mask[:, unused:]
-
-    def join(self, other: _Decoding) -> _Decoding:
-        """These rows and ``other``'s in one batch; the shorter cache is padded on the left (masked out:
-        positions are given per row, so a token's place in the cache does not matter)."""
-        width = max(self.mask.shape[1], other.mask.shape[1])
-        for mine, theirs in zip(self.cache.layers, other.cache.layers):
-            mine.keys = torch.cat([_pad_left(mine.keys, width, dim=-2), _pad_left(theirs.keys, width, dim=-2)])
-            mine.values = torch.cat([_pad_left(mine.values, width, dim=-2), _pad_left(theirs.values, width, dim=-2)])
-        self.mask = torch.cat([_pad_left(self.mask, width, dim=1), _pad_left(other.mask, width, dim=1)])
-        self.rows = self.rows + other.rows
-        self.positions = torch.cat([self.positions, other.positions])
-        self.next_tokens = torch.cat([self.next_tokens, other.next_tokens])
-        return self
-
-
-def _pad_left(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    """``tensor`` with zeros in front along ``dim`` up to ``width``."""
-    missing = width - tensor.shape[dim]
-    if not missing:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
 def _end_of_sequence_ids(module, tokenizer) -> list[int]:
     """The tokens that end a generation, as ``generate`` reads them: the model's generation config, else
     the tokenizer's end-of-sequence token."""
@@ -376,11 +318,6 @@ def cache_argument(module) -> str:
     ``past_key_values`` to ``cache`` (the old name still works there, with a deprecation warning)."""
     base = module.get_base_model() if hasattr(module, "get_base_model") else module
     return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
-
-
-def returned_cache(output):
-    cache = getattr(output, "cache", None)
-    return cache if cache is not None else output.past_key_values
 
 
 def shared_prefix(sequences: list[list[int]], keep: int = 1) -> list[int]:

@@ -1,0 +1,83 @@
+"""The key/value cache that generation decodes on: growing buffers that hold what transformers' own
+cache would, and answers equal to transformers' ``generate``."""
+
+import torch
+from transformers.cache_utils import DynamicLayer
+
+from crosstask.backends.decoding import GrowingLayer
+from crosstask.backends.hf import HFBackend
+from crosstask.requests import GenerateRequest, cut_at_stops
+from crosstask.tokenization import encode_prompt
+
+
+def _states(rows: int, tokens: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, 2, tokens, 4, generator=generator)  # (rows, heads, tokens, head size)
+
+
+def _pair(rows: int, tokens: int, room: int) -> tuple[GrowingLayer, DynamicLayer]:
+    """A growing layer and transformers' own, both holding the same first ``tokens``."""
+    keys, values = _states(rows, tokens, 0), _states(rows, tokens, 1)
+    plain = DynamicLayer()
+    plain.update(keys, values)
+    return GrowingLayer(keys, values, room), plain
+
+
+def _assert_same(growing: GrowingLayer, plain: DynamicLayer) -> None:
+    assert torch.equal(growing.keys, plain.keys) and torch.equal(growing.values, plain.values)
+    assert growing.get_seq_length() == plain.get_seq_length()
+
+
+def test_updates_past_the_room_hold_what_dynamic_layer_holds():
+    growing, plain = _pair(rows=3, tokens=5, room=2)
+    for step in range(7):  # fills the room, grows, fills again; one update of several tokens too
+        new_keys, new_values = _states(3, 1 + (step == 4) * 2, 10 + step), _states(3, 1 + (step == 4) * 2, 20 + step)
+        returned = growing.update(new_keys, new_values)
+        plain.update(new_keys, new_values)
+        assert torch.equal(returned[0], plain.keys) and torch.equal(returned[1], plain.values)
+    _assert_same(growing, plain)
+
+
+def test_dynamic_layer_operations_that_replace_the_keys_keep_working():
+    growing, plain = _pair(rows=4, tokens=6, room=8)
+    index = torch.tensor([2, 0])
+    for layer in (growing, plain):  # transformers' own methods assign new tensors to keys and values
+        layer.batch_select_indices(index)
+        layer.crop(-1)
+    _assert_same(growing, plain)
+    new_keys, new_values = _states(2, 1, 3), _states(2, 1, 4)
+    growing.update(new_keys, new_values)
+    plain.update(new_keys, new_values)
+    _assert_same(growing, plain)
+
+
+def test_keeping_rows_and_stacking_layers_pad_and_trim_like_plain_tensors():
+    growing, plain = _pair(rows=3, tokens=6, room=4)
+    growing.keep(torch.tensor([2, 0]), first_column=2)
+    assert torch.equal(growing.keys, plain.keys[[2, 0], :, 2:]) and torch.equal(growing.values, plain.values[[2, 0], :, 2:])
+
+    other, other_plain = _pair(rows=1, tokens=7, room=4)
+    growing.stack(other, width=7)
+    zeros = torch.zeros(2, 2, 3, 4)
+    expected = torch.cat([torch.cat([zeros, plain.keys[[2, 0], :, 2:]], dim=2), other_plain.keys])
+    assert torch.equal(growing.keys, expected)
+    assert growing.keys.shape[-2] == 7
+    new_keys, new_values = _states(3, 1, 5), _states(3, 1, 6)
+    keys, _ = growing.update(new_keys, new_values)  # the room is still there after keep and stack
+    assert torch.equal(keys[:, :, :7], expected) and torch.equal(keys[:, :, 7:], new_keys)
+
+
+def test_answers_equal_transformers_generate_token_for_token(tiny_model):
+    model, tokenizer = tiny_model
+    # The tiny random model repeats a word; these stops end its rows after 1, 5 or all 12 tokens.
+    requests = [GenerateRequest(f"Question {i}: {'what comes next ' * i}?", 12, stop=(" Pom", " Ingredients"))
+                for i in range(6)]
+    answers = HFBackend.wrap(model, tokenizer, batch_size=2).generate(requests)
+    expected = []
+    for request in requests:
+        ids = torch.tensor([encode_prompt(tokenizer, request.prompt)])
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=request.max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        expected.append(cut_at_stops(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True), request.stop))
+    assert [answer.text for answer in answers] == expected
+    assert len({answer.tokens for answer in answers}) > 2  # rows ended apart: some left, others joined
