@@ -73,6 +73,8 @@ class GrowingLayer(DynamicLayer):
 
     def keep(self, rows: torch.Tensor, first_column: int) -> None:
         """Only these rows, from this column on; the free columns stay."""
+        if not self._in_buffer():
+            self._hold(self.keys, self.values, self.room)
         length = self.keys.shape[-2]
         self._key_buffer = self._key_buffer[rows, ..., first_column:, :]
         self._value_buffer = self._value_buffer[rows, ..., first_column:, :]
