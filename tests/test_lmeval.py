@@ -10,8 +10,14 @@ lm_eval_tasks = pytest.importorskip("lm_eval.tasks")
 extraction = pytest.importorskip("lm_eval.filters.extraction")
 
 
+def own_tasks(folder):
+    """lm-eval's task index of ``folder`` alone: indexing lm-eval's own task zoo takes ~10 s a time
+    (the export's end-to-end test below keeps it, as ``lm_eval --include_path`` does)."""
+    return lm_eval_tasks.TaskManager(include_path=str(folder), include_defaults=False)
+
+
 def load_lm_eval_task(folder, name):
-    return lm_eval_tasks.get_task_dict([name], lm_eval_tasks.TaskManager(include_path=str(folder)))[name]
+    return lm_eval_tasks.get_task_dict([name], own_tasks(folder))[name]
 
 
 @pytest.mark.parametrize("target", ["sentiment_3way", "arithmetic_large", "word_problems"])
@@ -59,8 +65,7 @@ PHRASES = {
 
 
 def test_lm_eval_reads_catalogue_tasks_as_crosstask_does(tmp_path):
-    """Paper 1's newline delimiter, and the catalogue's phrase extractors as lm-eval regex filters (one
-    TaskManager for all: indexing lm-eval's task zoo is the slow part)."""
+    """Paper 1's newline delimiter, and the catalogue's phrase extractors as lm-eval regex filters."""
     data = tmp_path / "sst2.jsonl"
     data.write_text("".join(f'{{"sentence": "review number {i}", "label": {i % 2}}}\n' for i in range(6)))
     sst2 = get_family("sst2").spec
@@ -69,7 +74,7 @@ def test_lm_eval_reads_catalogue_tasks_as_crosstask_does(tmp_path):
     for name in PHRASES:
         write_task(tmp_path, f"ct_{name}", get_family(name).spec, [Example("What is 1 + 1?", "1 + 1 = 2", "2")])
     names = ["ct_sst2", *(f"ct_{name}" for name in PHRASES)]
-    tasks = lm_eval_tasks.get_task_dict(names, lm_eval_tasks.TaskManager(include_path=str(tmp_path)))
+    tasks = lm_eval_tasks.get_task_dict(names, own_tasks(tmp_path))
 
     task = tasks["ct_sst2"]
     assert task.config.target_delimiter == "\n" == sst2.target_delimiter
@@ -98,12 +103,13 @@ def test_lm_eval_scores_the_exported_run_item_for_item(tiny_run, tiny_model_dir,
     stored = api.load_items(tiny_run)
     targets = {"nli": "choice", "sentiment_3way": "choice", "word_problems": "generate"}
     assert len({len(label) for label in get_family("nli").spec.labels}) == 3
+    task_manager = lm_eval_tasks.TaskManager(include_path=str(out))
     for model in ["base", "nli"]:
         model_args = f"pretrained={tiny_model_dir},dtype=float32"
         if model != "base":
             model_args += f",peft={tiny_run / 'adapters' / model}"
         output = lm_eval.simple_evaluate(model="hf", model_args=model_args, tasks=[task_name(t) for t in targets],
-                                         task_manager=lm_eval_tasks.TaskManager(include_path=str(out)),
+                                         task_manager=task_manager,
                                          log_samples=True, device="cpu", batch_size=4, bootstrap_iters=0)
         for target, answer_type in targets.items():
             ours = stored[(stored["model"] == model) & (stored["target"] == target)].sort_values("item")
