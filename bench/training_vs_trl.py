@@ -2,13 +2,16 @@
 
 Both train one LoRA adapter (r=8, alpha 16, q/k/v/o) on the same prompt/answer pairs of a built-in
 task with the same optimisation (epochs, lr, cosine schedule, batch size, seed), starting from the
-embedded SmolLM2-135M-Instruct loaded in bf16, with the loss on the answer tokens only (TRL: a
+embedded SmolLM2-135M-Instruct loaded in the dtype crosstask picks for this CPU (``--dtype auto``: bf16
+where the CPU multiplies bf16 natively, else fp32), with the loss on the answer tokens only (TRL: a
 prompt/completion dataset, whose default is completion-only loss). TRL runs with its own defaults
-otherwise (gradient checkpointing, bf16 autocast, no packing). Reported: training wall time and
+otherwise (gradient checkpointing, bf16 autocast, no packing), except that in fp32 its bf16 autocast is
+switched off: a CPU without bf16 matmuls runs it many times slower. Reported: training wall time and
 tokens/s of each (median of --repeats runs), their ratio, and each adapter's accuracy on the task's
 eval items, scored by the same code, to show the two adapters learned alike.
 
     python bench/training_vs_trl.py [--tasks sentiment_3way nli] [--repeats 3] [--train 200] [--items 100]
+                                    [--dtype auto|bf16|fp32]
 """
 
 from __future__ import annotations
@@ -23,24 +26,27 @@ import torch
 
 from crosstask.backends.hf import HFBackend
 from crosstask.config import LoraSettings, TaskRef
+from crosstask.devices import planned_dtype
 from crosstask.evaluation import evaluate
 from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks import build_examples, get_family
 from crosstask.training import tokenize_examples, train_adapter
 
 
-def train_with_trl(resolved, tokenizer, spec, examples, settings: LoraSettings, seed: int, out_dir: Path):
+def train_with_trl(resolved, tokenizer, spec, examples, settings: LoraSettings, seed: int, out_dir: Path,
+                   dtype: torch.dtype):
     from datasets import Dataset
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    model = load_model(resolved, torch.bfloat16)
+    model = load_model(resolved, dtype)
     dataset = Dataset.from_list([{"prompt": spec.prompt(example), "completion": spec.completion(example)}
                                  for example in examples])
     config = SFTConfig(output_dir=str(out_dir / "trainer"), per_device_train_batch_size=settings.batch_size,
                        num_train_epochs=settings.epochs, learning_rate=settings.lr,
                        lr_scheduler_type=settings.scheduler, seed=seed, data_seed=seed, max_length=settings.max_length,
-                       save_strategy="no", report_to=[], disable_tqdm=True, logging_steps=1000, use_cpu=True)
+                       save_strategy="no", report_to=[], disable_tqdm=True, logging_steps=1000, use_cpu=True,
+                       bf16=dtype == torch.bfloat16)
     lora = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       target_modules=list(settings.target_modules), task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
@@ -52,8 +58,9 @@ def train_with_trl(resolved, tokenizer, spec, examples, settings: LoraSettings, 
     return trainer.model, seconds
 
 
-def train_with_crosstask(resolved, tokenizer, spec, examples, settings: LoraSettings, seed: int, out_dir: Path):
-    model = load_model(resolved, torch.bfloat16)
+def train_with_crosstask(resolved, tokenizer, spec, examples, settings: LoraSettings, seed: int, out_dir: Path,
+                         dtype: torch.dtype):
+    model = load_model(resolved, dtype)
     metrics = train_adapter(model, tokenizer, spec, examples, settings, seed, out_dir)
     model.eval()
     return model, metrics["seconds"]
@@ -67,7 +74,11 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=100)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
     args = parser.parse_args()
+    dtype_name = planned_dtype(args.dtype, "cpu")
+    dtype = getattr(torch, dtype_name)
+    print(f"{dtype_name}, {torch.get_num_threads()} threads")
 
     resolved = resolve_model("smollm2-135m-instruct")
     tokenizer = load_tokenizer(resolved)
@@ -82,7 +93,7 @@ def main() -> None:
         evaluated = build_examples(TaskRef(task=task), "eval", args.items, 0, held_out)
         rows = tokenize_examples(tokenizer, spec, train, settings.max_length).rows
         tokens = sum(len(row["input_ids"]) for row in rows) * settings.epochs
-        base = load_model(resolved, torch.bfloat16)
+        base = load_model(resolved, dtype)
         scored = evaluate(HFBackend.wrap(base, tokenizer, 32), spec, evaluated)[0]
         base_acc = sum(r.correct for r in scored) / len(evaluated)
         times = {"crosstask": [], "trl": []}
@@ -90,7 +101,7 @@ def main() -> None:
         for _ in range(args.repeats):
             for tool, trainer in (("crosstask", train_with_crosstask), ("trl", train_with_trl)):
                 with tempfile.TemporaryDirectory() as scratch:
-                    model, seconds = trainer(resolved, tokenizer, spec, train, settings, 0, Path(scratch))
+                    model, seconds = trainer(resolved, tokenizer, spec, train, settings, 0, Path(scratch), dtype)
                 times[tool].append(seconds)
                 if tool not in accuracy:
                     results = evaluate(HFBackend.wrap(model, tokenizer, 32), spec, evaluated)[0]
