@@ -24,14 +24,13 @@ from pathlib import Path
 
 import torch
 from torch._inductor.runtime.cache_dir_utils import cache_dir
+from train_flops import DEMO  # bench/ is the script's own folder, so on sys.path
 
 from crosstask.config import load_experiment
 from crosstask.devices import planned_dtype
 from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks import build_examples, get_family
 from crosstask.training import answer_loss, eager_attention_on_cpu, new_adapter, pad_batch, tokenize_examples
-
-DEMO = Path(__file__).resolve().parents[1] / "experiments" / "demo.yaml"
 
 
 def epochs_of_training(model, batches: list[dict], epochs: int, lr: float) -> list[tuple[float, float]]:
@@ -52,12 +51,17 @@ def epochs_of_training(model, batches: list[dict], epochs: int, lr: float) -> li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default="sentiment_binary")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="at least 2: the first one compiles")
     parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
     args = parser.parse_args()
-
     experiment = load_experiment(DEMO)
-    ref = next(ref for ref in experiment.source_refs if ref.label == args.source)
+    sources = {ref.label: ref for ref in experiment.source_refs}
+    if args.source not in sources:
+        parser.error(f"--source {args.source!r} is not a demo source; choose from {', '.join(sources)}")
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first epoch compiles; the later ones are compared)")
+
+    ref = sources[args.source]
     lora = experiment.lora_for(ref)
     dtype_name = planned_dtype(args.dtype, "cpu")
     resolved = resolve_model(experiment.base_model)
@@ -80,7 +84,7 @@ def main() -> None:
         with eager_attention_on_cpu(model):
             runnable = torch.compile(model, dynamic=True) if mode == "compiled" else model
             timings = epochs_of_training(runnable, batches, args.epochs, lora.lr)
-        later = statistics.median(seconds for seconds, _ in timings[1:]) if len(timings) > 1 else float("nan")
+        later = statistics.median(seconds for seconds, _ in timings[1:])
         losses = ", ".join(f"{loss:.4f}" for _, loss in timings)
         print(f"| {mode} | {timings[0][0]:.1f} | {later:.1f} | {tokens / later:.0f} | {losses} |", flush=True)
 
