@@ -14,7 +14,7 @@ padding, norms, activations and the optimizer are not useful work):
   * the output head (V × d) only at answer positions, forward and activation gradient: 4·V·d per answer
     token (crosstask skips it elsewhere; a plain causal-LM loss would pay it at every position).
 
-    python bench/train_flops.py [--repeats 3] [--sources sentiment_binary nli] [--dtype auto|bf16|fp32]
+    python bench/train_flops.py [--repeats 3] [--sources sentiment_binary nli] [--dtype auto|bf16|fp32] [--threads N]
 """
 
 from __future__ import annotations
@@ -73,7 +73,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--sources", nargs="+", default=None, help="demo sources to train (default: all)")
     parser.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, one per core)")
     args = parser.parse_args()
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
 
     experiment = load_experiment(DEMO)
     dtype_name = planned_dtype(args.dtype, "cpu")
