@@ -13,8 +13,8 @@ venv_with_torch() {
 compileall.compile_dir(sysconfig.get_paths()['purelib'], quiet=2, workers=0)"
 }
 
-# uv pip <verb> in the venv. uv keeps the torch above and resolves the same packages as pip, ~9x faster
-# (README, "Two commands"). A private index is set for uv with UV_INDEX_URL / UV_EXTRA_INDEX_URL.
+# uv pip <verb> in the venv. uv keeps the torch above and resolves the same packages as pip, several times
+# faster (README, "Two commands"). A private index is set for uv with UV_INDEX_URL / UV_EXTRA_INDEX_URL.
 # Install with --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set nothing caches bytecode later, and
 # every process (tests, Ray workers) would recompile torch and transformers when it imports them.
 uv_pip() {
