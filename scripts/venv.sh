@@ -15,8 +15,9 @@ compileall.compile_dir(sysconfig.get_paths()['purelib'], quiet=2, workers=0)"
 
 # uv pip <verb> in the venv. uv keeps the torch above and resolves the same packages as pip, several times
 # faster (README, "Two commands"). A private index is set for uv with UV_INDEX_URL / UV_EXTRA_INDEX_URL.
-# Install with --compile-bytecode: where PYTHONDONTWRITEBYTECODE is set nothing caches bytecode later, and
-# every process (tests, Ray workers) would recompile torch and transformers when it imports them.
+# Bytecode is compiled at install: where PYTHONDONTWRITEBYTECODE is set nothing caches it later, and every
+# process (tests, Ray workers) would recompile torch and transformers when it imports them.
+export UV_COMPILE_BYTECODE=1
 uv_pip() {
     local venv=$1 verb=$2
     shift 2
