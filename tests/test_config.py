@@ -100,3 +100,41 @@ def test_a_bad_mapping_entry_names_only_what_is_wrong_in_it():
     with pytest.raises(ConfigError) as error:
         parse_experiment({**MINIMAL, "sources": [{"task": "nli", "lora": {"epoch": 3}}]})
     assert str(error.value) == "experiment: sources.0.lora.epoch: unknown key"
+
+
+def _settings_models(model) -> list:
+    """``model`` and every settings model its fields hold, however nested (lists, unions, dicts)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    found, pending = [], [model]
+    while pending:
+        current = pending.pop()
+        if current in found:
+            continue
+        found.append(current)
+        for field in current.model_fields.values():
+            types = [field.annotation]
+            while types:
+                kind = types.pop()
+                types.extend(typing.get_args(kind))
+                if isinstance(kind, type) and issubclass(kind, BaseModel):
+                    pending.append(kind)
+    return found
+
+
+def test_the_readme_yaml_reference_is_a_valid_experiment_that_names_every_setting():
+    import re
+
+    import yaml
+
+    from crosstask.config import Experiment
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    reference = readme.split("\n## YAML reference\n", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    parse_experiment(yaml.safe_load(reference), "README's YAML reference")  # copied as it is, it runs
+    undocumented = [f"{model.__name__}.{name}" for model in _settings_models(Experiment)
+                    for name, field in model.model_fields.items()
+                    if not re.search(rf"(?<![\w.]){re.escape(field.alias or name)}:", reference)]  # a key or a commented one
+    assert not undocumented, f"settings missing from the README's YAML reference: {undocumented}"
