@@ -36,3 +36,19 @@ def test_missing_experiment_file_and_report_dir(tmp_path):
     assert "not found" in crosstask("run", str(tmp_path / "none.yaml")).stderr
     result = crosstask("report", str(tmp_path))
     assert result.returncode == 2 and "not a crosstask run directory" in result.stderr
+
+
+def test_the_readme_cli_section_names_every_command_and_option():
+    import argparse
+    from pathlib import Path
+
+    from crosstask.cli import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## CLI\n", 1)[1].split("\n## ", 1)[0]
+    commands = next(action for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction))
+    undocumented = [f"crosstask {name} {option}".strip() for name, parser in commands.choices.items()
+                    for option in ["", *(flag for action in parser._actions for flag in action.option_strings
+                                         if flag.startswith("--") and flag != "--help")]
+                    if f"crosstask {name}" not in section or (option and option not in section)]
+    assert not undocumented, f"missing from the README's CLI section: {undocumented}"

@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--model", nargs="+", help="only these models ('base' or adapter names); no report section")
     heads.add_argument("--task", nargs="+", help="only these targets; no report section")
     heads.add_argument("--items", type=int, default=32, help="items per target (0: all; default 32)")
-    heads.add_argument("--batch-size", type=int, default=8)
+    heads.add_argument("--batch-size", type=int, default=8, help="items per forward and backward pass (default 8)")
     heads.add_argument("--mode", choices=["abs", "signed"], default="abs",
                        help="abs: mean |g dL/dg| per item (Michel et al., default); signed: paper 2's signed mean")
     heads.add_argument("--normalize", choices=["layer"], default=None, help="divide each layer by its L2 norm")
