@@ -1,6 +1,8 @@
 """The key/value cache that generation decodes on: growing buffers that hold what transformers' own
 cache would, and answers equal to transformers' ``generate``."""
 
+from dataclasses import replace
+
 import torch
 from transformers.cache_utils import DynamicLayer
 
@@ -69,17 +71,40 @@ def test_keeping_rows_and_stacking_layers_pad_and_trim_like_plain_tensors():
     assert torch.equal(keys[:, :, :7], expected) and torch.equal(keys[:, :, 7:], new_keys)
 
 
-def test_answers_equal_transformers_generate_token_for_token(tiny_model):
-    model, tokenizer = tiny_model
-    # The tiny random model repeats a word; these stops end its rows after 1, 5 or all 12 tokens.
-    requests = [GenerateRequest(f"Question {i}: {'what comes next ' * i}?", 12, stop=(" Pom", " Ingredients"))
-                for i in range(6)]
-    answers = HFBackend.wrap(model, tokenizer, batch_size=2).generate(requests)
+# The tiny random model repeats a word; these stops end its rows after 1, 5 or all 12 tokens.
+REQUESTS = [GenerateRequest(f"Question {i}: {'what comes next ' * i}?", 12, stop=(" Pom", " Ingredients"))
+            for i in range(6)]
+
+
+def _generate_answers(model, tokenizer, requests: list[GenerateRequest]) -> list[str]:
+    """transformers' greedy ``generate``, one request at a time, cut at the stops."""
     expected = []
     for request in requests:
         ids = torch.tensor([encode_prompt(tokenizer, request.prompt)])
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=request.max_new_tokens,
                              do_sample=False, pad_token_id=tokenizer.pad_token_id)
         expected.append(cut_at_stops(tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True), request.stop))
-    assert [answer.text for answer in answers] == expected
+    return expected
+
+
+def test_answers_equal_transformers_generate_token_for_token(tiny_model):
+    model, tokenizer = tiny_model
+    answers = HFBackend.wrap(model, tokenizer, batch_size=2).generate(REQUESTS)
+    assert [answer.text for answer in answers] == _generate_answers(model, tokenizer, REQUESTS)
     assert len({answer.tokens for answer in answers}) > 2  # rows ended apart: some left, others joined
+
+
+def test_rows_decode_together_up_to_generate_batch_size_while_prompts_run_batch_size_at_a_time(tiny_model,
+                                                                                                monkeypatch):
+    model, tokenizer = tiny_model
+    shapes = []  # (rows, tokens per row) of every forward
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda *args, **kwargs: shapes.append(tuple(kwargs["input_ids"].shape))
+                        or forward(*args, **kwargs))
+    requests = [replace(request, stop=()) for request in REQUESTS]  # every row runs all 12 tokens
+    answers = HFBackend.wrap(model, tokenizer, batch_size=2, generate_batch_size=5).generate(requests)
+    monkeypatch.undo()
+    prompts, steps = [rows for rows, tokens in shapes if tokens > 1], [rows for rows, tokens in shapes if tokens == 1]
+    assert max(prompts) == 2 and sum(prompts) == len(requests)
+    assert max(steps) == 5  # three batches of prompts joined into one batch of decoding rows
+    assert [answer.text for answer in answers] == _generate_answers(model, tokenizer, requests)

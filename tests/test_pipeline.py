@@ -259,3 +259,19 @@ def test_a_worker_holds_few_adapters_and_loads_each_once(settings, tmp_path, mon
     assert sorted(loads) == ["nli_noisy", "sentiment_binary", "toxicity"]  # cells come adapter by adapter
     assert held and max(held) == 1
     pd.testing.assert_frame_equal(api.load_items(tight), api.load_items(roomy))
+
+
+def test_generate_batch_size_reaches_the_backend_and_changes_no_answer(settings, tmp_path, monkeypatch):
+    from crosstask.backends.hf import HFBackend
+
+    decoded_with = []  # (batch_size, generate_batch_size) of every generate call
+    generate = HFBackend._generate
+    monkeypatch.setattr(HFBackend, "_generate", lambda self, *args: decoded_with.append(
+        (self.batch_size, self.generate_batch_size)) or generate(self, *args))
+    small = settings | {"sources": ["sentiment_binary"], "targets": ["arithmetic_large"]}
+    api.run(small, out_dir=tmp_path / "plain", progress=False)
+    plain_calls = len(decoded_with)
+    api.run(small | {"eval": small["eval"] | {"generate_batch_size": 5}}, out_dir=tmp_path / "wide", progress=False)
+    assert set(decoded_with[:plain_calls]) == {(4, None)} and set(decoded_with[plain_calls:]) == {(4, 5)}
+    plain, wide = (api.load_items(tmp_path / name).sort_values(["model", "item"]) for name in ("plain", "wide"))
+    assert list(plain["generated"]) == list(wide["generated"]) and len(plain) == 2 * 6

@@ -239,6 +239,9 @@ class LoraSettings(Strict):
 
 class EvalSettings(Strict):
     batch_size: int = Field(16, ge=1)
+    # Answers decoded together by generate targets (None: batch_size). A decoding step costs about as much
+    # for many rows as for few on a CPU; prompts still run batch_size at a time.
+    generate_batch_size: Optional[int] = Field(None, ge=1)
     # 10,000: a bootstrap p-value is at least 2/(resamples + 1), and Benjamini–Hochberg over ~50 cells
     # needs the strongest cell below 0.05/50 = 0.001 to mark anything.
     bootstrap_resamples: int = Field(10000, ge=100)

@@ -47,11 +47,12 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class BackendSpec:
-    """Which backend evaluates (:mod:`crosstask.backends`), its options and batch size."""
+    """Which backend evaluates (:mod:`crosstask.backends`), its options and batch sizes."""
 
     name: str = "hf"
     options: dict[str, Any] = field(default_factory=dict, hash=False)
     batch_size: int = 16
+    generate_batch_size: Optional[int] = None  # answers decoded together (None: batch_size)
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,8 @@ class Worker:
             self._backends[identity] = cls(base.model, dtype=base.dtype, device=base.device,
                                            batch_size=spec.batch_size, **spec.options)
         backend = self._backends[identity]
-        backend.batch_size = spec.batch_size  # a per-job setting; the loaded model is shared
+        # Per-job settings; the loaded model is shared.
+        backend.batch_size, backend.generate_batch_size = spec.batch_size, spec.generate_batch_size
         return backend
 
     def _ensure_adapter(self, backend, adapter: AdapterRef, needed: frozenset[str] = frozenset()) -> None:

@@ -313,7 +313,7 @@ class _Runner:
             cells.append(Cell(model, eval_key(self.base_key, self.backend_version, adapter.key if adapter else None,
                                               spec, self.eval_items), adapter))
         return EvalJob(self.complex_label, spec.name, spec, tuple(self.eval_items), tuple(cells), self.base,
-                       BackendSpec("hf", {}, self.study.eval.batch_size))
+                       BackendSpec("hf", {}, self.study.eval.batch_size, self.study.eval.generate_batch_size))
 
     def alpha_jobs(self) -> list:
         """The first seed's basic and scarce adapters, and the patterns α is fitted on."""

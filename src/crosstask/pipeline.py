@@ -131,7 +131,8 @@ def plan(experiment: Experiment, base_dir: Path = Path("."), root: Path = Path("
 
     chosen = backend_class(experiment.backend.name)
     options = chosen.plan_options(experiment.backend.options, [job.lora.r for job in result.jobs])
-    backend = BackendSpec(experiment.backend.name, options, experiment.eval.batch_size)
+    backend = BackendSpec(experiment.backend.name, options, experiment.eval.batch_size,
+                          experiment.eval.generate_batch_size)
     targets = [(ref, _target_spec(ref, experiment, base_dir, held_out)) for ref in experiment.target_refs]
 
     def cell(name: str, ref, spec) -> Cell:

@@ -4,7 +4,9 @@ A backend holds one base model and any number of named LoRA adapters on it, on a
 answers two kinds of plain-data requests (:mod:`crosstask.requests`): the summed log-likelihood of
 each continuation of a choice item, and a greedy generation with stop rules. Each request names the
 model that answers it (``None`` = the base model). The task renders the requests and scores the
-answers (:mod:`crosstask.evaluation`); the backend sees nothing else of a task.
+answers (:mod:`crosstask.evaluation`); the backend sees nothing else of a task. Before each job the
+run sets the backend's ``batch_size`` and ``generate_batch_size`` (the experiment's ``eval:`` settings);
+a backend that schedules its own batches (vLLM) may ignore them.
 """
 
 from __future__ import annotations

@@ -44,23 +44,25 @@ MIN_SHARED_PREFIX = 8
 class HFBackend(Backend):
     name = "hf"
 
-    def __init__(self, model: ResolvedModel, dtype: str = "float32", device: str = "auto", batch_size: int = 16):
+    def __init__(self, model: ResolvedModel, dtype: str = "float32", device: str = "auto", batch_size: int = 16,
+                 generate_batch_size: Optional[int] = None):
         placed = resolve_device(device)
-        self._setup(load_model(model, dtype, placed), load_tokenizer(model), batch_size)
+        self._setup(load_model(model, dtype, placed), load_tokenizer(model), batch_size, generate_batch_size)
 
     @classmethod
-    def wrap(cls, module, tokenizer, batch_size: int = 16) -> HFBackend:
+    def wrap(cls, module, tokenizer, batch_size: int = 16, generate_batch_size: Optional[int] = None) -> HFBackend:
         """A backend around a model you already loaded (plain or PEFT), running where that model is.
 
         Requests for the base model (``model=None``) run ``module`` as given, so a wrapped PeftModel
         answers with its active adapter.
         """
         backend = cls.__new__(cls)
-        backend._setup(module, tokenizer, batch_size)
+        backend._setup(module, tokenizer, batch_size, generate_batch_size)
         return backend
 
-    def _setup(self, module, tokenizer, batch_size: int) -> None:
+    def _setup(self, module, tokenizer, batch_size: int, generate_batch_size: Optional[int]) -> None:
         self.base, self.tokenizer, self.batch_size = module, tokenizer, batch_size
+        self.generate_batch_size = generate_batch_size  # answers decoded together; None: batch_size
         self.peft_model = None  # created by the first load_adapter
         self._adapters: dict[str, str] = {}  # adapter name -> PEFT's name for it
 
@@ -229,15 +231,18 @@ class HFBackend(Backend):
         waiting = deque(sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i])))  # least padding
         batch: Optional[Decoding] = None
         while waiting or batch is not None:
-            free = self.batch_size - (len(batch.rows) if batch else 0)
-            if waiting and (batch is None or (free and batch.joinable)):
-                admitted = [waiting.popleft() for _ in range(min(free, len(waiting)))]
+            free = (self.generate_batch_size or self.batch_size) - (len(batch.rows) if batch else 0)
+            while waiting and free and (batch is None or batch.joinable):
+                # Prompts run batch_size at a time (the padding of a wider batch costs more than it saves);
+                # their rows then decode together, up to generate_batch_size of them.
+                admitted = [waiting.popleft() for _ in range(min(free, self.batch_size, len(waiting)))]
                 inputs = prefix.inputs([prompt_ids[i] for i in admitted])
                 arguments = inputs.arguments(cache_key)
                 out = module(**arguments, use_cache=True, logits_to_keep=1)
                 started = Decoding(admitted, returned_cache(out), inputs.mask, arguments["position_ids"][:, -1:],
                                    out.logits[:, -1].argmax(-1), rule.max_new_tokens)
                 batch = started if batch is None else batch.join(started)
+                free -= len(admitted)
             going = []
             for row, (index, token) in enumerate(zip(batch.rows, batch.next_tokens.cpu().tolist())):
                 if token not in stops:
