@@ -34,6 +34,7 @@ def test_defaults_and_mapping_entries():
         ({"sources": [{"task": "nli", "lora": {"epoch": 3}}]}, "sources.0.lora.epoch: unknown key"),
         ({"sources": [{"task": "nli", "lora": {"epochs": 0}}]}, "sources.0.lora.epochs"),
         ({"targets": [{"task": "nli", "lora": {"epochs": 3}}]}, "lora sets how an adapter trains"),
+        ({"eval": {"generate_batch_size": 0}}, "eval.generate_batch_size: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_settings_name_the_key(change, message):
