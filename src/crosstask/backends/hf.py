@@ -229,9 +229,10 @@ class HFBackend(Backend):
         texts: list[Optional[str]] = [None] * len(prompts)
         tokens: list[list[int]] = [[] for _ in prompts]
         waiting = deque(sorted(range(len(prompts)), key=lambda i: len(prompt_ids[i])))  # least padding
+        decoding_rows = self.generate_batch_size or self.batch_size
         batch: Optional[Decoding] = None
         while waiting or batch is not None:
-            free = (self.generate_batch_size or self.batch_size) - (len(batch.rows) if batch else 0)
+            free = decoding_rows - (len(batch.rows) if batch else 0)
             while waiting and free and (batch is None or batch.joinable):
                 # Prompts run batch_size at a time (the padding of a wider batch costs more than it saves);
                 # their rows then decode together, up to generate_batch_size of them.
