@@ -2,11 +2,12 @@
 
 Trains one fresh adapter per mode on a demo source (experiments/demo.yaml's settings: its examples,
 batch size, LoRA shape, rate) with the loop crosstask's training runs under the Trainer: batches of
-similar lengths padded on the right, the answer-only loss (``crosstask.training.answer_loss``), eager
-attention on CPU, AdamW. ``plain`` runs the PEFT model as it is; ``compiled`` wraps it in
-``torch.compile(dynamic=True)`` (inductor; batch shapes vary). Both start from the same seed and see
-the same batches. Reported per mode: the first epoch (for ``compiled`` it includes compiling) and the
-median of the later ones, and the last loss of each epoch (the two modes should agree closely).
+similar lengths packed into rows that share their instruction, the answer-only loss
+(``crosstask.training.answer_loss``), eager attention on CPU, AdamW. ``plain`` runs the PEFT model as
+it is; ``compiled`` wraps it in ``torch.compile(dynamic=True)`` (inductor; batch shapes vary). Both
+start from the same seed and see the same batches. Reported per mode: the first epoch (for ``compiled``
+it includes compiling) and the median of the later ones, and the last loss of each epoch (the two
+modes should agree closely).
 
 Inductor keeps compiled kernels on disk (``TORCHINDUCTOR_CACHE_DIR``, by default under /tmp); the
 report says whether that cache was empty, since a second process compiles faster.
@@ -30,7 +31,7 @@ from crosstask.config import load_experiment
 from crosstask.devices import planned_dtype
 from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks import build_examples, get_family
-from crosstask.training import answer_loss, eager_attention_on_cpu, new_adapter, pad_batch, tokenize_examples
+from crosstask.training import answer_loss, eager_attention_on_cpu, new_adapter, pack_batch, tokenize_examples
 
 
 def epochs_of_training(model, batches: list[dict], epochs: int, lr: float) -> list[tuple[float, float]]:
@@ -69,7 +70,7 @@ def main() -> None:
     examples = build_examples(ref, "train", ref.examples or experiment.train_examples, experiment.seed)
     rows = tokenize_examples(tokenizer, get_family(ref.task).spec, examples, lora.max_length).rows
     rows.sort(key=lambda row: len(row["input_ids"]))
-    batches = [pad_batch(rows[start:start + lora.batch_size], tokenizer.pad_token_id)
+    batches = [pack_batch(rows[start:start + lora.batch_size], tokenizer.pad_token_id)
                for start in range(0, len(rows), lora.batch_size)]
     random.Random(experiment.seed).shuffle(batches)
     tokens = sum(len(row["input_ids"]) for row in rows)

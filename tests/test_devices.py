@@ -25,7 +25,7 @@ from crosstask.heads.dynamics import probe_loss
 from crosstask.heads.patterns import activation_pattern
 from crosstask.models import load_model, load_tokenizer, resolve_model
 from crosstask.tasks.base import Example, TaskSpec
-from crosstask.training import answer_loss, pad_batch, tokenize_examples
+from crosstask.training import answer_loss, pack_batch, tokenize_examples
 
 SOURCE = Path(__file__).resolve().parents[1] / "src" / "crosstask"
 CHOICE = TaskSpec("toy", "Pick one.", "Answer", "choice", labels=("yes", "no", "not sure at all"))
@@ -47,7 +47,7 @@ def test_no_tensor_is_created_off_the_model_device(tiny_model):
     with torch.device("meta"):
         _model_paths(model, tokenizer)
         rows = tokenize_examples(tokenizer, CHOICE, EXAMPLES, 64).rows
-        assert answer_loss(model, pad_batch(rows, tokenizer.pad_token_id, device="cpu")) > 0
+        assert answer_loss(model, pack_batch(rows, tokenizer.pad_token_id, device="cpu")) > 0
 
 
 def test_the_meta_trick_catches_a_tensor_made_without_a_device(tiny_model, monkeypatch):

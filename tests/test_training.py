@@ -12,6 +12,7 @@ from crosstask.training import (
     IGNORE_INDEX,
     answer_loss,
     eager_attention_on_cpu,
+    pack_batch,
     pad_batch,
     tokenize_examples,
     train_adapter,
@@ -62,19 +63,58 @@ def test_truncation_never_cuts_the_answer(tiny_model):
 
 
 @pytest.mark.parametrize("head_takes_a_mask", [True, False])  # transformers >= 5.2x, and the older 5.x
-def test_answer_loss_equals_the_causal_lm_loss_on_answer_tokens(tiny_model, monkeypatch, head_takes_a_mask):
+@pytest.mark.parametrize("share_prefix,row_tokens", [(True, 10_000), (True, 40), (False, 40), (False, 1)])
+def test_answer_loss_on_packed_rows_equals_the_causal_lm_loss_on_padded_ones(tiny_model, monkeypatch, head_takes_a_mask,
+                                                                             share_prefix, row_tokens):
     import crosstask.training
 
     if head_takes_a_mask and not crosstask.training._head_takes_a_mask():
         pytest.skip("this transformers takes no boolean logits_to_keep mask")
     monkeypatch.setattr(crosstask.training, "_HEAD_TAKES_A_MASK", head_takes_a_mask)
     model, tokenizer = tiny_model
-    rows = tokenize_examples(tokenizer, SPEC, EXAMPLES[:5], max_length=256).rows
-    batch = pad_batch(rows, tokenizer.pad_token_id)  # rows of different lengths: padding included
-    with torch.no_grad():
-        reference = model(**batch).loss  # transformers' loss: logits at every position
-        ours = answer_loss(model, batch)
+    rows = tokenize_examples(tokenizer, SPEC, EXAMPLES[:5] + [EXAMPLES[10]], max_length=256).rows
+    padded = pad_batch(rows, tokenizer.pad_token_id)  # rows of different lengths: padding included
+    packed = pack_batch(rows, tokenizer.pad_token_id, share_prefix=share_prefix, row_tokens=row_tokens)
+    reference = model(**padded).loss  # transformers' loss: logits at every position
+    ours = answer_loss(model, packed)
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+    parameters = [p for p in model.parameters() if p.is_floating_point()]
+    for theirs, mine in zip(torch.autograd.grad(reference, parameters), torch.autograd.grad(ours, parameters)):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_packing_runs_the_instruction_once_per_row_and_pads_nothing_between_examples(tiny_model):
+    _, tokenizer = tiny_model
+    rows = tokenize_examples(tokenizer, SPEC, EXAMPLES[:6], max_length=256).rows
+    lengths = [len(row["input_ids"]) for row in rows]
+    instruction = len(tokenizer(SPEC.instruction)["input_ids"])
+    shared = pack_batch(rows, tokenizer.pad_token_id, row_tokens=10_000)
+    assert shared["input_ids"].shape[0] == 1  # everything in one row
+    prefix = int((shared["segments"] == 0).sum())
+    assert instruction <= prefix < min(lengths)
+    assert shared["input_ids"].shape[1] == prefix + sum(length - prefix for length in lengths)  # no padding
+    assert sorted(set(shared["segments"][0].tolist())) == list(range(7))
+    for segment, row in enumerate(rows, start=1):  # each example's tokens, at its own positions
+        own = shared["segments"][0] == segment
+        assert shared["input_ids"][0][own].tolist() == row["input_ids"][prefix:]
+        assert shared["position_ids"][0][own].tolist() == list(range(prefix, len(row["input_ids"])))
+    split = pack_batch(rows, tokenizer.pad_token_id, row_tokens=prefix + 2 * max(lengths) - 2 * prefix)
+    assert split["input_ids"].shape[0] == 3 and int((split["segments"] == 0).sum()) == 3 * prefix
+    assert split["input_ids"].shape[1] <= prefix + 2 * (max(lengths) - prefix)
+    alone = pack_batch(rows, tokenizer.pad_token_id, share_prefix=False, row_tokens=1)  # as padded, one row each
+    torch.testing.assert_close(alone["input_ids"], pad_batch(rows, tokenizer.pad_token_id)["input_ids"])
+    assert int((alone["segments"] == 0).sum()) == 0
+
+
+def test_the_shared_prefix_stops_before_the_first_answer_prediction(tiny_model):
+    _, tokenizer = tiny_model
+    same_prompt = [Example("Item: sky", "blue", "blue"), Example("Item: sky", "red", "red")]  # differ in the answer only
+    rows = tokenize_examples(tokenizer, SPEC, same_prompt, max_length=256).rows
+    packed = pack_batch(rows, tokenizer.pad_token_id)
+    first_answer = next(t for t, label in enumerate(rows[0]["labels"]) if label != IGNORE_INDEX)
+    assert int((packed["segments"] == 0).sum()) == first_answer - 1
+    assert int((packed["targets"] != IGNORE_INDEX).sum()) == sum(
+        sum(label != IGNORE_INDEX for label in row["labels"]) for row in rows)
 
 
 def test_training_attention_is_restored_afterwards(tiny_model_dir):

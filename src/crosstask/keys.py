@@ -18,7 +18,9 @@ BASE = "base"  # the base model's row in every matrix; never an adapter name
 #    can turn a near-tie (fp32: 100 of 100 GSM8K answers unchanged).
 SCORING_VERSION = 5  # choice scoring and greedy generation (crosstask.evaluation and the backends)
 # 3: an example longer than lora.max_length loses the start of its input, never the end of its answer.
-TRAINING_VERSION = 3  # LoRA training (crosstask.training)
+# 4: a step's examples run packed into rows without padding, the instruction they share once per row;
+#    the same loss and gradients up to float rounding (1e-6 relative in fp32), in another summation order.
+TRAINING_VERSION = 4  # LoRA training (crosstask.training)
 HEADS_VERSION = 1  # activation patterns (crosstask.heads.patterns)
 
 
