@@ -140,12 +140,9 @@ def pack_batch(rows: list[dict], pad_id: int, share_prefix: bool = True, row_tok
 def _prefix_before_answers(rows: list[dict]) -> int:
     """How many leading tokens all rows share, stopping before any position that predicts an answer
     token (position t predicts token t + 1), so that every prediction is made in a row's own part."""
-    limit = min(next(t for t, label in enumerate(row["labels"]) if label != IGNORE_INDEX) for row in rows) - 1
-    first = rows[0]["input_ids"]
-    length = 0
-    while length < limit and all(row["input_ids"][length] == first[length] for row in rows):
-        length += 1
-    return length
+    first_answers = [next(t for t, label in enumerate(row["labels"]) if label != IGNORE_INDEX) for row in rows]
+    shared = [_common_prefix(row["input_ids"], rows[0]["input_ids"]) for row in rows]
+    return min(*shared, min(first_answers) - 1)
 
 
 def _balanced_groups(lengths: list[int], room: int) -> list[list[int]]:
