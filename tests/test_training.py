@@ -11,11 +11,13 @@ from crosstask.tasks.base import Example, TaskSpec
 from crosstask.training import (
     IGNORE_INDEX,
     answer_loss,
+    attention_window,
     eager_attention_on_cpu,
     pack_batch,
     pad_batch,
     tokenize_examples,
     train_adapter,
+    training_batch,
 )
 
 SPEC = TaskSpec("toy", "Say the colour.", "Colour", "choice", labels=("red", "blue"))
@@ -83,6 +85,28 @@ def test_answer_loss_on_packed_rows_equals_the_causal_lm_loss_on_padded_ones(tin
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("room", [-4, 0])  # the window this much longer than the longest example
+def test_packing_only_where_every_example_fits_the_models_sliding_window(tiny_model, room):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    _, tokenizer = tiny_model
+    rows = tokenize_examples(tokenizer, SPEC, EXAMPLES[:5] + [EXAMPLES[10]], max_length=256).rows
+    longest = max(len(row["input_ids"]) for row in rows)
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=longest + room,
+                           pad_token_id=tokenizer.eos_token_id)
+    windowed = MistralForCausalLM(config)
+    window = attention_window(windowed)
+    assert window == longest + room and attention_window(tiny_model[0]) is None
+    reference = windowed(**pad_batch(rows, tokenizer.pad_token_id)).loss  # with the model's own window
+    batch = training_batch(rows, tokenizer.pad_token_id, window, share_prefix=True)
+    assert ("segments" in batch) == (room >= 0)
+    torch.testing.assert_close(answer_loss(windowed, batch), reference, rtol=1e-5, atol=1e-6)
+    if room < 0:  # why: a packed batch's mask would let the longest examples see past the window
+        assert not torch.allclose(answer_loss(windowed, pack_batch(rows, tokenizer.pad_token_id)), reference, rtol=1e-4)
+
+
 def test_packing_runs_the_instruction_once_per_row_and_pads_nothing_between_examples(tiny_model):
     _, tokenizer = tiny_model
     rows = tokenize_examples(tokenizer, SPEC, EXAMPLES[:6], max_length=256).rows
@@ -139,6 +163,7 @@ def test_adapter_learns_and_is_a_standard_peft_folder(tiny_model_dir, tmp_path):
     settings = LoraSettings(r=4, alpha=8, lr=2e-2, epochs=8, batch_size=8, min_steps=None)
     metrics = train_adapter(model, tokenizer, SPEC, EXAMPLES, settings, seed=0, out_dir=tmp_path)
     assert metrics["steps"] == 16 and metrics["last_loss"] < metrics["first_loss"]
+    assert metrics["packed_steps"] == 16  # the tiny Llama attends without a window
     assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in tmp_path.iterdir()}
     assert json.loads((tmp_path / "adapter_config.json").read_text())["r"] == 4
 

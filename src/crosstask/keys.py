@@ -20,7 +20,10 @@ SCORING_VERSION = 5  # choice scoring and greedy generation (crosstask.evaluatio
 # 3: an example longer than lora.max_length loses the start of its input, never the end of its answer.
 # 4: a step's examples run packed into rows without padding, the instruction they share once per row;
 #    the same loss and gradients up to float rounding (1e-6 relative in fp32), in another summation order.
-TRAINING_VERSION = 4  # LoRA training (crosstask.training)
+# 5: a step packs only when each of its examples fits the model's sliding attention window (else padded
+#    rows under the model's own masks); version 4 let longer examples attend past the window. Models
+#    without a window (Llama, SmolLM2) train exactly as in version 4.
+TRAINING_VERSION = 5  # LoRA training (crosstask.training)
 HEADS_VERSION = 1  # activation patterns (crosstask.heads.patterns)
 
 

@@ -137,6 +137,27 @@ def pack_batch(rows: list[dict], pad_id: int, share_prefix: bool = True, row_tok
             "targets": column(3, IGNORE_INDEX)}
 
 
+def attention_window(model) -> int | None:
+    """How many tokens back the model's most restricted attention layer can see (a sliding window or an
+    attention chunk; the smallest, whichever layers use it), or None when every layer sees everything."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = base.config.get_text_config()
+    windows = [getattr(config, name, None) for name in ("sliding_window", "attention_chunk_size")]
+    return min((window for window in windows if window), default=None)
+
+
+def training_batch(rows: list[dict], pad_id: int, window: int | None, share_prefix: bool) -> dict[str, torch.Tensor]:
+    """A training step's batch for :func:`answer_loss`: packed (:func:`pack_batch`) when every example fits
+    in the model's attention ``window`` (:func:`attention_window`), else padded (:func:`pad_batch`).
+
+    A packed batch's block mask replaces the model's own masks, sliding windows included, which differ
+    from full attention only past the window; padded rows keep the model's masks.
+    """
+    if window is not None and max(len(row["input_ids"]) for row in rows) > window:
+        return pad_batch(rows, pad_id)
+    return pack_batch(rows, pad_id, share_prefix=share_prefix)
+
+
 def _prefix_before_answers(rows: list[dict]) -> int:
     """How many leading tokens all rows share, stopping before any position that predicts an answer
     token (position t predicts token t + 1), so that every prediction is made in a row's own part."""
@@ -210,9 +231,12 @@ _HEAD_TAKES_A_MASK = _head_takes_a_mask()
 
 
 def answer_loss(model, batch: dict) -> torch.Tensor:
-    """Mean cross-entropy over every answer token of a packed batch (:func:`pack_batch`): what the
-    causal-LM loss on the answer tokens computes, without padding, without running the shared prefix
-    once per example, and without the output head at prompt positions."""
+    """Mean cross-entropy over every answer token of a batch from :func:`training_batch`: what the
+    causal-LM loss on the answer tokens computes, without the output head at prompt positions, and when
+    packed without padding and without running the shared prefix once per example."""
+    if "segments" not in batch:
+        logits, targets, _ = answer_token_logits(model, batch)
+        return F.cross_entropy(logits.float(), targets)
     dtype = model.get_input_embeddings().weight.dtype
     keep = batch["targets"] != IGNORE_INDEX
     inputs = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"], "use_cache": False,
@@ -313,13 +337,16 @@ def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], set
         def on_step_end(self, args, state, control, **kwargs):
             on_step(state.global_step)
 
-    tokens_run = []  # per step: the shared prefix once per packed row, no padding
+    window = attention_window(peft_model)
+    tokens_run, packed_steps = [], []  # per step: tokens run but padding (a packed row's prefix once)
 
     def collate(batch: list[dict]) -> dict:
         # LoRA dropout draws a mask per token: a prefix run once would give the examples one draw.
-        packed = pack_batch(batch, tokenizer.pad_token_id, share_prefix=settings.dropout == 0)
-        tokens_run.append(int((packed["segments"] >= 0).sum()))
-        return packed
+        inputs = training_batch(batch, tokenizer.pad_token_id, window, share_prefix=settings.dropout == 0)
+        packed = "segments" in inputs
+        tokens_run.append(int((inputs["segments"] >= 0).sum() if packed else inputs["attention_mask"].sum()))
+        packed_steps.append(packed)
+        return inputs
 
     started = time.perf_counter()
     trainer = AnswerOnlyTrainer(model=peft_model, args=arguments, train_dataset=rows,
@@ -340,6 +367,7 @@ def train_adapter(model, tokenizer, spec: TaskSpec, examples: list[Example], set
         "train_loss": result.training_loss, "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None, "loss_curve": curve, "seconds": seconds,
         "tokens_per_second": tokens / seconds, "tokens_run": sum(tokens_run),
+        "packed_steps": sum(packed_steps),
     }
     (out_dir / "training_metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
