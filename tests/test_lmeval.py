@@ -17,7 +17,7 @@ def own_tasks(folder):
 
 
 def load_lm_eval_task(folder, name):
-    return lm_eval_tasks.get_task_dict([name], own_tasks(folder))[name]
+    return own_tasks(folder).load([name])["tasks"][name]
 
 
 @pytest.mark.parametrize("target", ["sentiment_3way", "arithmetic_large", "word_problems"])
@@ -74,7 +74,7 @@ def test_lm_eval_reads_catalogue_tasks_as_crosstask_does(tmp_path):
     for name in PHRASES:
         write_task(tmp_path, f"ct_{name}", get_family(name).spec, [Example("What is 1 + 1?", "1 + 1 = 2", "2")])
     names = ["ct_sst2", *(f"ct_{name}" for name in PHRASES)]
-    tasks = lm_eval_tasks.get_task_dict(names, own_tasks(tmp_path))
+    tasks = own_tasks(tmp_path).load(names)["tasks"]
 
     task = tasks["ct_sst2"]
     assert task.config.target_delimiter == "\n" == sst2.target_delimiter
