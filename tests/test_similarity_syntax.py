@@ -4,6 +4,8 @@ The sentence encoder and spaCy pipeline are loaded once per process (lru_cache),
 test that needs each one pays for the load.
 """
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -243,6 +245,17 @@ def test_a_relation_is_credited_only_for_gains_beyond_the_rest_of_the_target():
     assert amod["difference"] - amod["difference_without"] == pytest.approx(amod["interaction"])
     candidates = syntax.with_adjusted_p(fit.reset_index().assign(adapter="a", target="t", target_items=80))
     assert list(candidates.loc[syntax.reliable_rows(candidates), "relation"]) == ["amod"]
+
+
+def test_a_relation_whose_items_all_gained_the_same_is_tested_without_a_warning():
+    relations = [{"amod"} if i % 2 else {"det"} for i in range(20)]
+    base = np.zeros(20)
+    adapter = np.array([1.0 if i % 2 else float(i % 4 == 0) for i in range(20)])  # every amod item gains 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy calls a zero variance lost precision
+        amod = DependencyRatios(n_resamples=200, min_items=5).fit(relations, base, adapter).table_.set_index(
+            "relation").loc["amod"]
+    assert amod["interaction"] == pytest.approx(0.5) and 0 < amod["interaction_p"] < 0.05
 
 
 def test_a_relation_whose_items_gained_less_is_not_reported_as_the_nearest_gain():
