@@ -14,11 +14,10 @@ import pandas as pd
 import seaborn as sns
 import yaml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from matplotlib.figure import Figure as MplFigure
 
 from .analysis.traits import BASE, LatentTraits
 from .config import REPLICATE_MARK
-from .files import save_figure, write_atomically
+from .files import new_figure, save_figure, write_atomically
 from .sections import Figure, Section
 
 DIVERGING = "vlag"
@@ -126,7 +125,7 @@ def _heatmap(
 ) -> Path:
     """One annotated heatmap, sized so every cell stays readable whatever the matrix shape."""
     n_rows, n_cols = values.shape
-    figure = MplFigure(figsize=(max(4.5, 2.2 + 0.85 * n_cols), max(3.0, 1.6 + 0.42 * n_rows)), layout="constrained")
+    figure = new_figure(figsize=(max(4.5, 2.2 + 0.85 * n_cols), max(3.0, 1.6 + 0.42 * n_rows)), layout="constrained")
     axes = figure.add_subplot()
     sns.heatmap(
         values, ax=axes, cmap=cmap, vmin=limits[0], vmax=limits[1], annot=labels.to_numpy(), fmt="",
@@ -225,7 +224,7 @@ def _scree_figure(path: Path, traits: LatentTraits) -> Figure:
     names = traits.components_frame().index
     percent = traits.explained_variance_ratio_ * 100
     cumulative = np.cumsum(percent)
-    figure = MplFigure(figsize=(max(4.5, 1.8 + 0.6 * len(names)), 3.4), layout="constrained")
+    figure = new_figure(figsize=(max(4.5, 1.8 + 0.6 * len(names)), 3.4), layout="constrained")
     axes = figure.add_subplot()
     # Percentages go in the tick labels: above the bars they would collide with the cumulative line.
     ticks = [f"{name}\n{value:.0f} %" for name, value in zip(names, percent)]
@@ -343,7 +342,7 @@ def _loss_figure(out_dir: Path, training: dict[str, dict], flagged: set[str]) ->
     curves = {name: metrics["loss_curve"] for name, metrics in training.items() if metrics.get("loss_curve")}
     if not curves:
         return None
-    figure = MplFigure(figsize=(6.5, 3.6), layout="constrained")
+    figure = new_figure(figsize=(6.5, 3.6), layout="constrained")
     axes = figure.add_subplot()
     palette = sns.color_palette("deep", len(curves))
     for colour, (name, curve) in zip(palette, curves.items()):

@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..config import Experiment, TaskRef, parse_experiment
 from ..errors import CrosstaskError
-from ..files import save_figure
+from ..files import new_figure, save_figure
 from ..tasks.base import Example, TaskSpec
 from ..tasks.data import resolve
 
@@ -167,10 +167,9 @@ def diverging_heatmap(path: Path, values: pd.DataFrame, *, title: str, xlabel: s
     """An annotated heatmap centred on zero (white = no change), sized to the frame, saved as a PNG."""
     import numpy as np
     import seaborn as sns
-    from matplotlib.figure import Figure as MplFigure
 
     n_rows, n_cols = values.shape
-    figure = MplFigure(figsize=(max(4.5, 2.2 + 0.85 * n_cols), max(3.4, 1.6 + (0.6 if square else 0.42) * n_rows)),
+    figure = new_figure(figsize=(max(4.5, 2.2 + 0.85 * n_cols), max(3.4, 1.6 + (0.6 if square else 0.42) * n_rows)),
                        layout="constrained")
     axes = figure.add_subplot()
     finite = np.abs(values.to_numpy(dtype=float))

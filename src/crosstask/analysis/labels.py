@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure as MplFigure
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import false_discovery_control
 
-from ..files import save_figure, save_table
+from ..files import new_figure, save_figure, save_table
 from ..sections import Figure, Section
 from ..tasks.base import TaskSpec
 from .base import RunData, diverging_heatmap, with_leading
@@ -248,7 +247,7 @@ def _inheritance_reading(tests: pd.DataFrame) -> str:
 
 def _confusion_grid(path: Path, confusions: dict[str, dict[str, pd.DataFrame]], models: list[str]) -> Figure:
     targets = list(confusions)
-    figure = MplFigure(figsize=(2.3 * len(targets) + 0.6, 2.1 * len(models) + 0.6), layout="constrained")
+    figure = new_figure(figsize=(2.3 * len(targets) + 0.6, 2.1 * len(models) + 0.6), layout="constrained")
     grid = figure.subplots(len(models), len(targets), squeeze=False)
     for column, target in enumerate(targets):
         for row, model in enumerate(models):

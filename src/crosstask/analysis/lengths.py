@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure as MplFigure
 from scipy.stats import wasserstein_distance
 
-from ..files import save_figure, save_table
+from ..files import new_figure, save_figure, save_table
 from ..sections import Figure, Section
 from .base import RunData, with_leading
 from .similarity import permutation_spearman
@@ -149,7 +148,7 @@ def _reading(table: pd.DataFrame) -> str:
 
 def _kde_figure(path: Path, curves: dict[str, dict[str, np.ndarray]], source_lengths: dict[str, np.ndarray]) -> Figure:
     panels = [*curves, "source training targets"]
-    figure = MplFigure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
+    figure = new_figure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
     axes_row = figure.subplots(1, len(panels), squeeze=False)[0]
     models = [name for name in next(iter(curves.values())) if name not in ("gold", "base")]
     palette = dict(zip(models, sns.color_palette("tab10", len(models))))

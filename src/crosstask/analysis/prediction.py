@@ -32,14 +32,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure as MplFigure
 from scipy.stats import spearmanr
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ..files import save_figure, save_table
+from ..files import new_figure, save_figure, save_table
 from ..sections import Figure, Section
 from ..tasks.base import Example, TaskSpec
 from .base import RunData
@@ -320,7 +319,7 @@ def _reading(summary: pd.DataFrame) -> str:
 
 
 def _figure(path: Path, scores: pd.DataFrame) -> Figure:
-    figure = MplFigure(figsize=(9, 3.6), layout="constrained")
+    figure = new_figure(figsize=(9, 3.6), layout="constrained")
     left, right = figure.subplots(1, 2)
     palette = dict(zip(METHODS, sns.color_palette("deep", len(METHODS))))
     plotted = scores.assign(mae_pp=scores["mae"] * 100)

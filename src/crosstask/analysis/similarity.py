@@ -43,7 +43,7 @@ from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Rectangle
 from scipy.stats import rankdata
 
-from ..files import save_figure, save_table
+from ..files import new_figure, save_figure, save_table
 from ..sections import Figure, Section
 from .base import RunData
 from .features import embed_texts, sample_texts, style_features
@@ -376,7 +376,7 @@ def _verdict(fits: dict[str, DatasetSimilarity], alpha: float) -> str:
 
 def _heatmap(similarity: pd.DataFrame, kind: str, outlined: list[tuple[str, str]]) -> MplFigure:
     n_sources, n_targets = similarity.shape
-    figure = MplFigure(figsize=(1.1 * n_targets + 3.2, 0.55 * n_sources + 2.4), layout="constrained")
+    figure = new_figure(figsize=(1.1 * n_targets + 3.2, 0.55 * n_sources + 2.4), layout="constrained")
     axes = figure.add_subplot()
     sns.heatmap(similarity, ax=axes, annot=n_sources * n_targets <= 150, fmt=".2f", cmap="viridis",
                 linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8},
@@ -394,7 +394,7 @@ def _heatmap(similarity: pd.DataFrame, kind: str, outlined: list[tuple[str, str]
 
 
 def _scatter(fits: dict[str, DatasetSimilarity], transfer: pd.DataFrame, excluded: list[tuple[str, str]]) -> MplFigure:
-    figure = MplFigure(figsize=(10, 4.4), layout="constrained")
+    figure = new_figure(figsize=(10, 4.4), layout="constrained")
     panels = figure.subplots(1, len(fits), sharey=True)
     excluded = set(excluded)
     for axes, (kind, fit) in zip(np.atleast_1d(panels), fits.items()):

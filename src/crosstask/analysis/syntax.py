@@ -31,7 +31,7 @@ import pandas as pd
 from matplotlib.figure import Figure as MplFigure
 from scipy.stats import false_discovery_control, ttest_ind
 
-from ..files import save_figure, save_table
+from ..files import new_figure, save_figure, save_table
 from ..sections import Figure, Section
 from .base import RunData
 from .features import dependency_labels
@@ -280,7 +280,7 @@ def _explain(relation: str) -> str:
 def _gains_plot(candidates: pd.DataFrame, adapters: list[str], scope: str, min_items: int) -> MplFigure:
     n_columns = min(3, max(len(adapters), 1))
     n_rows = int(np.ceil(len(adapters) / n_columns)) or 1
-    figure = MplFigure(figsize=(5.4 * n_columns, (0.34 * TOP_PER_ADAPTER + 1.3) * n_rows), layout="constrained")
+    figure = new_figure(figsize=(5.4 * n_columns, (0.34 * TOP_PER_ADAPTER + 1.3) * n_rows), layout="constrained")
     panels = np.atleast_1d(figure.subplots(n_rows, n_columns, sharex=True, squeeze=False)).ravel()
     for axes in panels[len(adapters):]:
         axes.set_visible(False)

@@ -12,9 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure as MplFigure
 
-from ..files import save_figure, save_table
+from ..files import new_figure, save_figure, save_table
 from ..sections import Figure, Section
 from .base import RunData
 from .bootstrap import paired_bootstrap
@@ -76,7 +75,7 @@ def _reading(table: pd.DataFrame) -> str:
 def _figure(path: Path, table: pd.DataFrame) -> Figure:
     sources = list(pd.unique(table["source"]))
     targets = list(pd.unique(table["target"]))
-    figure = MplFigure(figsize=(max(5.0, 1.0 + 0.9 * len(targets)), 3.4 * len(sources)), layout="constrained")
+    figure = new_figure(figsize=(max(5.0, 1.0 + 0.9 * len(targets)), 3.4 * len(sources)), layout="constrained")
     axes_column = figure.subplots(len(sources), 1, squeeze=False)[:, 0]
     for axes, source in zip(axes_column, sources):
         of_source = table[table["source"] == source]

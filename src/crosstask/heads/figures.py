@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure as MplFigure
 from matplotlib.ticker import MaxNLocator
 
-from ..files import save_figure
+from ..files import new_figure, save_figure
 from ..sections import Figure
 
 DPI = 150
@@ -24,7 +23,7 @@ CLOSE_TO_FINAL = 0.9  # "the pattern has settled" once it correlates this well w
 def dynamics_figure(table: pd.DataFrame, path: str | Path, source: str, task: str) -> Figure:
     """Correlation with the final and base patterns (left), MSE to final and probe loss (right), per step."""
     path = Path(path)
-    figure = MplFigure(figsize=(9, 3.4), layout="constrained")
+    figure = new_figure(figsize=(9, 3.4), layout="constrained")
     left, right = figure.subplots(1, 2)
     palette = sns.color_palette("deep")
     left.plot(table["step"], table["corr_to_final"], marker="o", color=palette[0], label="to final pattern")
@@ -61,7 +60,7 @@ def mixing_figure(table: pd.DataFrame, alpha: pd.DataFrame, path: str | Path, co
     """Mixture proportions α (left) and held-out accuracy per method, seeds as dots (right)."""
     path = Path(path)
     used = alpha[alpha["used"]]
-    figure = MplFigure(figsize=(10, 3.8), layout="constrained")
+    figure = new_figure(figsize=(10, 3.8), layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=[1, 1.3])
     palette = sns.color_palette("deep")
     left.bar(used["basic"], used["proportion"], color=palette[0])

@@ -13,12 +13,11 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure as MplFigure
 from scipy.cluster.hierarchy import leaves_list, linkage
 
 from ..analysis.base import RunData
 from ..errors import CrosstaskError
-from ..files import save_figure, save_table
+from ..files import new_figure, save_figure, save_table
 from ..jobs import DynamicsJob
 from ..keys import BASE, HEADS_VERSION, content_key
 from ..progress import reporting
@@ -247,7 +246,7 @@ def _pattern_grid(path: Path, patterns: dict[str, np.ndarray], title: str, label
     columns = min(n, 4)
     rows = int(np.ceil(n / columns))
     layers, heads = next(iter(patterns.values())).shape
-    figure = MplFigure(figsize=(2.6 * columns + 0.4, 0.6 + rows * max(2.6, 0.11 * layers)), layout="constrained")
+    figure = new_figure(figsize=(2.6 * columns + 0.4, 0.6 + rows * max(2.6, 0.11 * layers)), layout="constrained")
     grid = figure.subplots(rows, columns, squeeze=False)
     for axes, (name, pattern) in zip(grid.flat, patterns.items()):
         limit = float(np.abs(pattern).max()) or 1.0
@@ -269,7 +268,7 @@ def _pattern_grid(path: Path, patterns: dict[str, np.ndarray], title: str, label
 
 
 def _concentration_figure(path: Path, summary: pd.DataFrame) -> Figure:
-    figure = MplFigure(figsize=(9, 3.6), layout="constrained")
+    figure = new_figure(figsize=(9, 3.6), layout="constrained")
     left, right = figure.subplots(1, 2)
     for axes, measure, name in ((left, "gini", "Gini coefficient"), (right, "cv", "coefficient of variation")):
         values = summary[[f"{measure}_before", f"{measure}_after"]].to_numpy()
@@ -291,7 +290,7 @@ def _correlation_figure(path: Path, correlation: pd.DataFrame, title: str) -> Fi
     order = leaves_list(linkage(values, "average")) if len(values) > 2 else np.arange(len(values))
     ordered = correlation.iloc[order, order]
     n = len(ordered)
-    figure = MplFigure(figsize=(max(4.5, 1.8 + 0.7 * n), max(3.8, 1.4 + 0.6 * n)), layout="constrained")
+    figure = new_figure(figsize=(max(4.5, 1.8 + 0.7 * n), max(3.8, 1.4 + 0.6 * n)), layout="constrained")
     axes = figure.add_subplot()
     sns.heatmap(ordered, ax=axes, cmap="vlag", vmin=-1, vmax=1, annot=True, fmt=".2f", square=True,
                 annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white", cbar_kws={"label": "Pearson r"})
@@ -303,7 +302,7 @@ def _correlation_figure(path: Path, correlation: pd.DataFrame, title: str) -> Fi
 
 
 def _combination_figure(path: Path, combination: pd.DataFrame, complex_task: str) -> Figure:
-    figure = MplFigure(figsize=(max(4.0, 1.5 + 0.9 * len(combination)), 3.4), layout="constrained")
+    figure = new_figure(figsize=(max(4.0, 1.5 + 0.9 * len(combination)), 3.4), layout="constrained")
     axes = figure.add_subplot()
     axes.bar(combination["basic"], combination["weight"], color=sns.color_palette("deep")[0])
     axes.set(title=f"{complex_task} as a mix of basic tasks (held-out R² = {combination['r2'].iloc[0]:.2f})",
