@@ -324,3 +324,23 @@ def test_report_shows_training_loss_curves_with_the_adapters_that_did_not_learn(
     html = write_report(tmp_path, matrix, flat, None, META | {"training": training, "own_targets": own}).read_text()
     assert (tmp_path / "training_loss.png").is_file() and "Training loss" in html
     assert f"In red: {', '.join(sorted(adapters))}" in html
+
+
+def test_figures_measure_text_with_one_renderer_and_save_as_bare_figures_do(tmp_path):
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    from crosstask.files import new_figure, save_figure
+
+    values = pd.DataFrame(np.arange(12.0).reshape(3, 4), index=["base", "a", "b"],
+                          columns=["sentiment_binary", "rating_5star", "word_problems", "nli"])
+    paths = []
+    for make in (Figure, new_figure):
+        figure = make(figsize=(5, 3), layout="constrained")
+        axes = figure.subplots()
+        sns.heatmap(values, ax=axes, annot=True, fmt=".1f")  # measures every tick label before drawing
+        axes.tick_params(axis="x", labelrotation=35)
+        paths.append(save_figure(figure, tmp_path / f"{make.__name__}.png", 100))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    figure = new_figure(figsize=(2, 2))
+    assert figure._get_renderer() is figure._get_renderer()
