@@ -206,3 +206,42 @@ def test_auto_lr_scales_inversely_with_the_models_width(tiny_model_dir, tiny_set
     assert keys[0] == keys[1]
     with pytest.raises(Exception, match="lr must be positive or 'auto'"):
         LoraSettings(lr=-1)
+
+
+def test_a_models_architecture_is_read_from_disk_until_its_config_changes(tiny_model_dir, tmp_path, monkeypatch):
+    import shutil
+
+    import transformers
+
+    from crosstask.models import architecture
+
+    monkeypatch.setenv("CROSSTASK_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    built = architecture.__wrapped__(str(folder), "tiny")
+    assert built.hidden_size == 32 and "q_proj" in built.linear_names
+    assert any(path.endswith("self_attn.q_proj") for path in built.module_paths)
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the model was built again")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(transformers.AutoModelForCausalLM, "from_config", no_build)
+        assert architecture.__wrapped__(str(folder), "tiny") == built  # from the disk cache
+
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(config | {"hidden_size": 64}))
+        with pytest.raises(AssertionError, match="built again"):
+            architecture.__wrapped__(str(folder), "tiny")
+    assert architecture.__wrapped__(str(folder), "tiny").hidden_size == 64
+
+    for stored in (tmp_path / "cache" / "architectures").iterdir():
+        stored.write_text("{not json")
+    assert architecture.__wrapped__(str(folder), "tiny").hidden_size == 64  # an unreadable entry is rebuilt
+    readable = []
+    for stored in (tmp_path / "cache" / "architectures").iterdir():
+        try:
+            readable.append(json.loads(stored.read_text())["hidden_size"])
+        except ValueError:
+            pass
+    assert readable == [64]  # rewritten

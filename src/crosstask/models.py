@@ -11,14 +11,17 @@ import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 from . import hub
 from .errors import CrosstaskError
+from .files import write_atomically
 
 
 class ModelError(CrosstaskError):
@@ -179,18 +182,55 @@ def check_available(resolved: ResolvedModel) -> None:
                          "base_model")
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """What planning a run needs to know of a model's shape, read from its config alone."""
+
+    hidden_size: Optional[int]
+    module_paths: tuple[str, ...]  # every module's path
+    linear_names: tuple[str, ...]  # the last parts of the linear layers' paths
+
+
 @functools.lru_cache(maxsize=4)
-def _modules(location: str, name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(every module's path, the last parts of the linear layers' paths), from the config alone:
-    the model is built on torch's meta device, so no weights are read, whatever its size."""
+def architecture(location: str, name: str) -> Architecture:
+    """The model's :class:`Architecture`, cached on disk by the content of its config.json and transformers'
+    version: building it imports the model's code and builds the model on torch's meta device (no weights
+    are read, whatever its size), ~2.3 s that every command planning a run paid again, including
+    ``report`` and ``analyze`` on a finished run (SmolLM2-135M, this project's 2-core machine)."""
+    config_file = _config_file(location)
+    stored = None
+    if config_file is not None:
+        digest = hashlib.sha256(config_file.read_bytes() + _package_version("transformers").encode())
+        stored = cache_dir() / "architectures" / f"{digest.hexdigest()[:20]}.json"
+        if stored.is_file():
+            try:
+                facts = json.loads(stored.read_text())
+                return Architecture(facts["hidden_size"], tuple(facts["module_paths"]), tuple(facts["linear_names"]))
+            except (ValueError, KeyError, TypeError):
+                pass  # unreadable: built again and rewritten below
     import torch
     from transformers import AutoModelForCausalLM
 
+    config = _config(location, name)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(_config(location, name))
+        model = AutoModelForCausalLM.from_config(config)
     modules = [(path, module) for path, module in model.named_modules() if path]
     linear = sorted({path.rsplit(".", 1)[-1] for path, module in modules if isinstance(module, torch.nn.Linear)})
-    return tuple(path for path, _ in modules), tuple(linear)
+    facts = Architecture(getattr(config, "hidden_size", None), tuple(path for path, _ in modules), tuple(linear))
+    if stored is not None:
+        write_atomically(stored, json.dumps(asdict(facts)))
+    return facts
+
+
+def _config_file(location: str) -> Optional[Path]:
+    """The model's config.json on disk: in its folder, or in the local Hugging Face cache for a hub id."""
+    folder_config = Path(location) / "config.json"
+    if folder_config.is_file():
+        return folder_config
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(location, "config.json")  # a hub id: resolve_model checked its form
+    return Path(cached) if isinstance(cached, str) else None
 
 
 REFERENCE_WIDTH, REFERENCE_LR = 4096, 2e-4  # QLoRA's LoRA learning rate for 7B models (hidden size 4096)
@@ -202,7 +242,11 @@ def auto_lr(resolved: ResolvedModel) -> float:
     Adam's best rate for hidden weight matrices falls as 1/width (muP, Yang et al. 2021); anchored at
     the rate QLoRA used for 7B models it is 1.4e-3 for SmolLM2-135M (hidden 576), where 1e-3 is what
     the demo's sources needed to learn in 25-150 steps, and 2.7e-4 for Llama-3.2-3B (hidden 3072)."""
-    return lr_for_width(_config(resolved.location, resolved.name).hidden_size)
+    hidden_size = architecture(resolved.location, resolved.name).hidden_size
+    if hidden_size is None:
+        raise ModelError(f"lr: auto needs the hidden size of {resolved.name!r}, which its config does not give; "
+                         "set lora.lr")
+    return lr_for_width(hidden_size)
 
 
 def lr_for_width(hidden_size: int) -> float:
@@ -214,7 +258,6 @@ def with_lr(settings, resolved: ResolvedModel):
     return settings if settings.lr != "auto" else settings.model_copy(update={"lr": auto_lr(resolved)})
 
 
-@functools.lru_cache(maxsize=4)
 def _config(location: str, name: str):
     from transformers import AutoConfig
 
@@ -228,9 +271,9 @@ def _config(location: str, name: str):
 def check_target_modules(resolved: ResolvedModel, target_modules: list[str], where: str) -> None:
     """Every LoRA target module must name a module of the model (PEFT matches a module by its name or the
     end of its path); "all-linear" is PEFT's shorthand for every linear layer."""
-    paths, linear = _modules(resolved.location, resolved.name)
+    facts = architecture(resolved.location, resolved.name)
     unknown = [key for key in target_modules if key != "all-linear"
-               and not any(path == key or path.endswith("." + key) for path in paths)]
+               and not any(path == key or path.endswith("." + key) for path in facts.module_paths)]
     if unknown:
         raise ModelError(f"{where}: {', '.join(map(repr, unknown))} is not a module of {resolved.name!r}; "
-                         f"its linear layers are {', '.join(linear)}")
+                         f"its linear layers are {', '.join(facts.linear_names)}")
