@@ -72,14 +72,13 @@ class GrowingLayer(DynamicLayer):
         return self.keys, self.values
 
     def keep(self, rows: torch.Tensor, first_column: int) -> None:
-        """Only these rows, from this column on; the free columns stay."""
-        if not self._in_buffer():
-            self._hold(self.keys, self.values, self.room)
-        length = self.keys.shape[-2]
-        self._key_buffer = self._key_buffer[rows, ..., first_column:, :]
-        self._value_buffer = self._value_buffer[rows, ..., first_column:, :]
-        self.keys = self._key_buffer[..., : length - first_column, :]
-        self.values = self._value_buffer[..., : length - first_column, :]
+        """Only these rows, from this column on, in new buffers with as many free columns as before.
+
+        Only the used columns are copied: indexing the whole buffer copied its free columns too, as many
+        as ``max_new_tokens`` (224 for word problems) against ~60-80 used ones."""
+        free = self._key_buffer.shape[-2] - self.keys.shape[-2] if self._in_buffer() else self.room
+        self._hold(self.keys[..., first_column:, :].index_select(0, rows),
+                   self.values[..., first_column:, :].index_select(0, rows), free)
 
     def stack(self, other: GrowingLayer, width: int) -> None:
         """These rows, then ``other``'s, each cache padded on the left to ``width`` columns (zeros: they
@@ -92,9 +91,13 @@ class GrowingLayer(DynamicLayer):
 def _stacked(top: torch.Tensor, bottom: torch.Tensor, width: int, room: int) -> torch.Tensor:
     """A buffer of ``width + room`` columns holding ``top``'s rows, then ``bottom``'s, each ending at ``width``."""
     rows = top.shape[0]
-    buffer = top.new_zeros((rows + bottom.shape[0], *top.shape[1:-2], width + room, top.shape[-1]))
-    buffer[:rows, ..., width - top.shape[-2] : width, :] = top
-    buffer[rows:, ..., width - bottom.shape[-2] : width, :] = bottom
+    # Only the left padding is zeroed: the free columns are written before they are read, and zeroing
+    # them too cost more than the rest of the join (a fresh allocation's untouched pages cost nothing).
+    buffer = top.new_empty((rows + bottom.shape[0], *top.shape[1:-2], width + room, top.shape[-1]))
+    for part, tensor in ((buffer[:rows], top), (buffer[rows:], bottom)):
+        start = width - tensor.shape[-2]
+        part[..., :start, :] = 0
+        part[..., start:width, :] = tensor
     return buffer
 
 
