@@ -245,3 +245,12 @@ def test_a_models_architecture_is_read_from_disk_until_its_config_changes(tiny_m
         except ValueError:
             pass
     assert readable == [64]  # rewritten
+
+
+def test_a_models_architecture_is_built_when_the_cache_cannot_be_written(tiny_model_dir, tmp_path, monkeypatch):
+    from crosstask.models import architecture
+
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("CROSSTASK_CACHE", str(not_a_folder))
+    assert architecture.__wrapped__(str(tiny_model_dir), "tiny").hidden_size == 32

@@ -218,7 +218,10 @@ def architecture(location: str, name: str) -> Architecture:
     linear = sorted({path.rsplit(".", 1)[-1] for path, module in modules if isinstance(module, torch.nn.Linear)})
     facts = Architecture(getattr(config, "hidden_size", None), tuple(path for path, _ in modules), tuple(linear))
     if stored is not None:
-        write_atomically(stored, json.dumps(asdict(facts)))
+        try:
+            write_atomically(stored, json.dumps(asdict(facts)))
+        except OSError:
+            pass  # a cache that cannot be written (read-only, full) only costs the next command the build
     return facts
 
 
