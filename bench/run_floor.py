@@ -8,7 +8,8 @@ backend runs — choice prompts after the prefix they all share, left-padded wit
 forward matmuls of the decoder's linear layers. Attention and the output head at scored positions are left
 out of evaluation, and decoding one token at a time is bound by memory, not matmul: a floor, not an
 estimate. Per target it prints the median cell's seconds and the GFLOP/s that cell's counted work stands
-for, then the totals against the run's measured seconds.
+for, then the totals against the run's measured seconds. The peak is the CPU's (``train_flops.matmul_peak``):
+run it on the machine, and for a run, that trained and evaluated on the CPU.
 
     python bench/run_floor.py runs/demo
 """
@@ -24,6 +25,7 @@ import torch
 from train_flops import flop_per_token, matmul_peak
 
 from crosstask.backends.hf import shared_prefix
+from crosstask.errors import CrosstaskError
 from crosstask.jobs import EvalJob, TrainJob
 from crosstask.models import load_model, load_tokenizer
 from crosstask.pipeline import current_plan, open_store
@@ -63,7 +65,7 @@ def main() -> None:
 
     cells = store.cells().set_index(["model", "target"])
     items = store.items()
-    per_target: dict[str, list[tuple[float, int]]] = {}  # target -> (seconds, tokens run) per cell
+    per_target: dict[tuple[str, str], list[tuple[float, int]]] = {}  # (target, answers) -> (s, tokens) per cell
     for job in (job for job in plan.jobs if isinstance(job, EvalJob)):
         prompts = [encode_prompt(tokenizer, job.spec.prompt(example)) for example in job.examples]
         shared = len(shared_prefix(prompts))
@@ -74,14 +76,13 @@ def main() -> None:
             else:
                 generated = items[(items["model"] == cell.model) & (items["target"] == job.target)]["generated"]
                 tokens = sum(own) + sum(len(encode_continuation(tokenizer, text or "")) + 1 for text in generated)
-            per_target.setdefault(job.target, []).append((float(cells.at[(cell.model, job.target), "seconds"]), tokens))
+            seconds = float(cells.at[(cell.model, job.target), "seconds"])
+            per_target.setdefault((job.target, job.spec.answer_type), []).append((seconds, tokens))
     print("| target | answers | cells | tokens per cell (median) | median cell s | its GFLOP/s |")
     print("|---|---|---|---|---|---|")
-    for job_target, measured in per_target.items():
+    for (target, answer_type), measured in per_target.items():
         seconds, tokens = sorted(measured)[len(measured) // 2]
-        answer_type = next(job.spec.answer_type for job in plan.jobs
-                           if isinstance(job, EvalJob) and job.target == job_target)
-        print(f"| {job_target} | {answer_type} | {len(measured)} | {statistics.median(t for _, t in measured):,.0f} | "
+        print(f"| {target} | {answer_type} | {len(measured)} | {statistics.median(t for _, t in measured):,.0f} | "
               f"{seconds:.1f} | {2 * body * tokens / seconds / 1e9:.0f} |")
     eval_flop = sum(2 * body * tokens for measured in per_target.values() for _, tokens in measured)
     eval_seconds = sum(seconds for measured in per_target.values() for seconds, _ in measured)
@@ -92,4 +93,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except CrosstaskError as error:
+        raise SystemExit(f"run_floor: {error}") from None
